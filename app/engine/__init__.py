@@ -1,0 +1,1 @@
+"""Pure numerics (numpy/scipy only): no Qt, no database, no I/O."""

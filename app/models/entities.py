@@ -1,0 +1,179 @@
+"""ORM entities: counterparties, books, products and trades (SQLAlchemy 2.0 typed mapping).
+
+Trades are versioned and never hard-deleted: every capture, amendment or status change writes a
+new row with ``version + 1`` and the same ``trade_uuid``; exactly one row per trade has
+``is_current`` set. Quantities and prices are exact decimals (see :class:`ExactDecimal`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Date,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from app.models.enums import (
+    Commodity,
+    ExerciseStyle,
+    InstrumentType,
+    LoadShape,
+    OptionType,
+    Side,
+    TradeStatus,
+    Unit,
+)
+from app.models.types import PRICE_PLACES, QUANTITY_PLACES, ExactDecimal, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored by name in a VARCHAR with a CHECK constraint: same on SQLite and PostgreSQL.
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=True,
+        length=24,
+        name=cls.__name__.lower(),
+        validate_strings=True,
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Counterparty(Base):
+    __tablename__ = "counterparty"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    lei: Mapped[str] = mapped_column(String(20), unique=True)
+    country: Mapped[str] = mapped_column(String(2))  # ISO 3166-1 alpha-2
+    is_islamic: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    def __repr__(self) -> str:
+        return f"Counterparty({self.name!r}, lei={self.lei!r})"
+
+
+class Book(Base):
+    __tablename__ = "book"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(60), unique=True)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Product(Base):
+    """A tradeable product: a commodity at a hub, in a unit and currency.
+
+    ``price_floor``/``price_cap`` bound the sane price band used by trade validation (power and
+    WTI have traded below zero, so floors may be negative).
+    """
+
+    __tablename__ = "product"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(24), unique=True)
+    name: Mapped[str] = mapped_column(String(80))
+    commodity: Mapped[Commodity] = mapped_column(_enum(Commodity))
+    hub: Mapped[str] = mapped_column(String(60))
+    unit: Mapped[Unit] = mapped_column(_enum(Unit))
+    currency: Mapped[str] = mapped_column(String(3))
+    contract_size: Mapped[Decimal] = mapped_column(ExactDecimal(QUANTITY_PLACES))
+    load_shape: Mapped[LoadShape | None] = mapped_column(_enum(LoadShape), nullable=True)
+    price_floor: Mapped[Decimal] = mapped_column(ExactDecimal(PRICE_PLACES))
+    price_cap: Mapped[Decimal] = mapped_column(ExactDecimal(PRICE_PLACES))
+
+
+class Trade(Base):
+    """One version of a trade. See the module docstring for the versioning rules."""
+
+    __tablename__ = "trade"
+    __table_args__ = (
+        UniqueConstraint("trade_uuid", "version", name="uq_trade_uuid_version"),
+        Index("ix_trade_current", "is_current", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trade_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    is_current: Mapped[bool] = mapped_column(Boolean)
+    book_id: Mapped[int] = mapped_column(ForeignKey("book.id"))
+    counterparty_id: Mapped[int] = mapped_column(ForeignKey("counterparty.id"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id"))
+    instrument: Mapped[InstrumentType] = mapped_column(_enum(InstrumentType))
+    side: Mapped[Side] = mapped_column(_enum(Side))
+    quantity: Mapped[Decimal] = mapped_column(ExactDecimal(QUANTITY_PLACES))
+    quantity_unit: Mapped[Unit] = mapped_column(_enum(Unit))
+    price: Mapped[Decimal] = mapped_column(ExactDecimal(PRICE_PLACES))
+    currency: Mapped[str] = mapped_column(String(3))
+    trade_date: Mapped[dt.date] = mapped_column(Date)
+    delivery_start: Mapped[dt.date] = mapped_column(Date)
+    delivery_end: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[TradeStatus] = mapped_column(_enum(TradeStatus))
+    option_type: Mapped[OptionType | None] = mapped_column(_enum(OptionType), nullable=True)
+    strike: Mapped[Decimal | None] = mapped_column(ExactDecimal(PRICE_PLACES), nullable=True)
+    expiry_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    exercise_style: Mapped[ExerciseStyle | None] = mapped_column(
+        _enum(ExerciseStyle), nullable=True
+    )
+    premium: Mapped[Decimal | None] = mapped_column(ExactDecimal(PRICE_PLACES), nullable=True)
+    comment: Mapped[str] = mapped_column(String(500), default="")
+    created_by: Mapped[str] = mapped_column(String(60))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String(60))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+    book: Mapped[Book] = relationship(lazy="joined")
+    counterparty: Mapped[Counterparty] = relationship(lazy="joined")
+    product: Mapped[Product] = relationship(lazy="joined")
+
+    #: Fields that make up the economic content of a trade (copied on amendment).
+    ECONOMIC_FIELDS = (
+        "book_id",
+        "counterparty_id",
+        "product_id",
+        "instrument",
+        "side",
+        "quantity",
+        "quantity_unit",
+        "price",
+        "currency",
+        "trade_date",
+        "delivery_start",
+        "delivery_end",
+        "option_type",
+        "strike",
+        "expiry_date",
+        "exercise_style",
+        "premium",
+        "comment",
+    )
+
+    def economics(self) -> dict[str, Any]:
+        """The economic fields of this version as a dict."""
+        return {name: getattr(self, name) for name in self.ECONOMIC_FIELDS}

@@ -1,0 +1,237 @@
+"""Opening, migrating and using a trade store (local SQLite file or PostgreSQL).
+
+A :class:`Store` owns one SQLAlchemy engine. The schema is created and upgraded by the Alembic
+migrations in ``app/models/migrations`` on open. Environment problems (a store written by a newer
+version, a store locked by another program, a full disk, a file that is not a store) become
+:class:`StoreError` subclasses whose message is written for the user; bugs stay ordinary
+exceptions. Every write runs in one transaction (:meth:`Store.session`), so a failure leaves the
+file exactly as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class StoreError(Exception):
+    """An environment problem with a store, with a message meant for the user."""
+
+
+class StoreVersionError(StoreError):
+    """The store's schema is newer than (or unknown to) this version of the application."""
+
+
+class StoreLockedError(StoreError):
+    """Another program holds a write lock on the store."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or the store's size limit) is full; the failed write was rolled back."""
+
+
+class StoreUnreadableError(StoreError):
+    """The file is not a store, is damaged, or cannot be opened."""
+
+
+def translate_error(exc: BaseException, where: str) -> StoreError | None:
+    """Map a driver exception to a user-facing :class:`StoreError`, or ``None`` for bugs."""
+    orig = getattr(exc, "orig", exc)
+    msg = str(orig).lower()
+    if isinstance(orig, sqlite3.Error):
+        if "locked" in msg or "busy" in msg:
+            return StoreLockedError(
+                f"The local store {where} is locked by another program (is a second "
+                "QuantaEnergi running on the same data directory?). Close it and retry."
+            )
+        if "disk is full" in msg or "database or disk is full" in msg:
+            return StoreFullError(
+                f"The disk holding {where} is full: the last change was NOT saved and the store "
+                "is unchanged. Free some space and try again."
+            )
+        if "not a database" in msg or "malformed" in msg:
+            return StoreUnreadableError(f"{where} is not a QuantaEnergi store or is damaged.")
+        if "unable to open" in msg or "readonly" in msg or "disk i/o" in msg:
+            return StoreUnreadableError(f"Cannot open or write {where}: {orig}.")
+    elif isinstance(exc, OperationalError):
+        return StoreUnreadableError(f"Cannot reach the database {where}: {orig}".strip())
+    return None
+
+
+class Store:
+    """A trade store: engine, migrations, sessions.
+
+    Parameters
+    ----------
+    url:
+        SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
+    busy_timeout_ms:
+        How long a SQLite write waits for another writer before reporting the store as locked.
+    """
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 3000, **engine_kw: Any) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.where = url.split("///", 1)[1] if self.is_sqlite and "///" in url else _safe(url)
+        self.engine: Engine = create_engine(url, **engine_kw)
+        if self.is_sqlite:
+            _install_sqlite_pragmas(self.engine, busy_timeout_ms)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            self._migrate()
+        except StoreError:
+            self.engine.dispose()
+            raise
+        except (DBAPIError, sqlite3.Error) as exc:
+            self.engine.dispose()
+            err = translate_error(exc, self.where)
+            if err is None:
+                raise
+            raise err from exc
+
+    @classmethod
+    def open_file(cls, path: Path | str, **kw: Any) -> Store:
+        """Open (creating if needed) the SQLite store at ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{path}", **kw)
+
+    # -- schema -----------------------------------------------------------------------------
+    def _alembic_config(self) -> Any:
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        return cfg
+
+    def _migrate(self) -> None:
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        cfg = self._alembic_config()
+        script = ScriptDirectory.from_config(cfg)
+        head = script.get_current_head()
+        with self.engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is None and self._has_foreign_tables(conn):
+                raise StoreUnreadableError(
+                    f"{self.where} holds tables but no QuantaEnergi schema version; "
+                    "refusing to write into it."
+                )
+        if current == head:
+            return
+        if current is not None:
+            try:
+                script.get_revision(current)
+            except Exception as exc:  # alembic raises several types for unknown revisions
+                raise StoreVersionError(
+                    f"{self.where} was written by a newer version of QuantaEnergi (schema "
+                    f"{current}; this version knows up to {head}). Upgrade the application or "
+                    "open another data directory; the store was not modified."
+                ) from exc
+        log.info("Migrating %s from schema %s to %s", self.where, current, head)
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    @staticmethod
+    def _has_foreign_tables(conn: Any) -> bool:
+        from sqlalchemy import inspect
+
+        return bool(set(inspect(conn).get_table_names()) - {"alembic_version"})
+
+    @property
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the store is at."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    # -- sessions ---------------------------------------------------------------------------
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One unit of work: commit on success, roll back on any error.
+
+        Driver errors caused by the environment are re-raised as :class:`StoreError`.
+        """
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException as exc:
+            session.rollback()
+            err = translate_error(exc, self.where) if isinstance(exc, DBAPIError) else None
+            if err is not None:
+                raise err from exc
+            raise
+        finally:
+            session.close()
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreLockedError` now if another program holds the write lock."""
+        if not self.is_sqlite:
+            return
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.exec_driver_sql("ROLLBACK")
+        except DBAPIError as exc:
+            err = translate_error(exc, self.where)
+            if err is None:
+                raise
+            raise err from exc
+
+    def ping(self) -> None:
+        """Run a trivial query (raises :class:`StoreError` when the store is unusable)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            err = translate_error(exc, self.where)
+            if err is None:
+                raise
+            raise err from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _install_sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, issue BEGIN so transactions are real.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode and str(mode[0]).lower() not in ("wal", "memory"):
+            log.warning("SQLite journal mode is %s, not WAL", mode[0])
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")

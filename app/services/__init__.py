@@ -1,0 +1,1 @@
+"""Use cases on top of the domain model: validation, trading, import/export."""

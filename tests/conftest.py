@@ -1,0 +1,138 @@
+"""Shared fixtures: offscreen Qt, isolated data dirs, SQLite and throw-away PostgreSQL stores."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QE_NO_KEYRING", "1")
+
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.models.store import Store
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def need_shared(sub: str) -> Path:
+    """Path inside ../shared; skip (fail under CI=true) when the clone has no ../shared."""
+    path = SHARED / sub
+    if not path.exists():
+        msg = f"{path} not found: ../shared (market data, schemas) is not beside this clone"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never touch the user's real data dir or settings."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("QE_DATA_DIR", str(home / "data"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "xdg-data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "xdg-config"))
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def _pg_bindir() -> Path | None:
+    try:
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+        return Path(out.stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        for cand in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+            return cand
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _PgServer:
+    def __init__(self) -> None:
+        bindir = _pg_bindir()
+        if bindir is None or not (bindir / "initdb").exists():
+            raise RuntimeError("PostgreSQL server binaries not found (pg_config --bindir)")
+        self.dir = Path(tempfile.mkdtemp(prefix="qe-pg-"))
+        self.port = _free_port()
+        self.bindir = bindir
+        as_root = os.geteuid() == 0
+        self.prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+        if as_root:
+            shutil.chown(self.dir, "postgres", "postgres")
+        data = self.dir / "data"
+        self._run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+                   "--no-sync", "-E", "UTF8"])  # fmt: skip
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses='' -c fsync=off"
+        self._run([str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-l",
+                   str(self.dir / "log"), "start"])  # fmt: skip
+        self.data = data
+
+    def _run(self, cmd: list[str]) -> None:
+        res = subprocess.run(self.prefix + cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:2])} failed: {res.stderr.strip()[-500:]}")
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@/{db}?host={self.dir}&port={self.port}"
+
+    def create_db(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(host=str(self.dir), port=self.port, user="postgres",
+                             dbname="postgres", autocommit=True) as conn:  # fmt: skip
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        subprocess.run(self.prefix + [str(self.bindir / "pg_ctl"), "-D", str(self.data),
+                                      "-m", "immediate", "stop"], capture_output=True)  # fmt: skip
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[_PgServer]:
+    """A throw-away PostgreSQL cluster; fails the run under CI=true when it cannot start."""
+    try:
+        server = _PgServer()
+    except Exception as exc:
+        if IN_CI:
+            pytest.fail(f"cannot start the throw-away PostgreSQL: {exc}")
+        pytest.skip(f"cannot start the throw-away PostgreSQL: {exc}")
+    yield server
+    server.stop()
+
+
+_db_counter = iter(range(1, 10_000))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, migrated store on SQLite and (second parametrisation) on PostgreSQL."""
+    if request.param == "sqlite":
+        store = Store.open_file(tmp_path / "store.db")
+    else:
+        server = request.getfixturevalue("pg_server")
+        store = Store(server.create_db(f"t{next(_db_counter)}"))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    store = Store.open_file(tmp_path / "store.db")
+    yield store
+    store.close()
