@@ -27,7 +27,9 @@ def lei_problem(lei: str) -> str | None:
         return f"an LEI has 20 characters, this one has {len(lei)}"
     if not _LEI_RE.match(lei):
         return "an LEI is 18 upper-case letters or digits followed by 2 check digits"
-    if _as_number(lei) % 97 != 1:
+    # MOD 97-10 check digits are 98 - (n mod 97), i.e. 02..98: "00", "01" and "99" can leave
+    # remainder 1 too but are never issued, so they are wrong even when the remainder fits.
+    if not 2 <= int(lei[18:]) <= 98 or _as_number(lei) % 97 != 1:
         return "the check digits are wrong (ISO 17442 / ISO 7064 MOD 97-10)"
     return None
 

@@ -385,10 +385,13 @@ class TradeRepository:
         chunk_rows: int = 100_000,
         trade_uuids: Iterable[uuid.UUID] | None = None,
         cancelled: Callable[[], bool] | None = None,
+        first_chunk_rows: int | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Yield current trade versions as blotter columns, ``chunk_rows`` rows at a time.
 
-        With ``trade_uuids`` only those trades are read (used to apply amendments).
+        ``first_chunk_rows`` makes the first chunk smaller, so a view can paint its first
+        screen while the rest is read. With ``trade_uuids`` only those trades are read (used to
+        apply amendments).
         """
         dialect = self.store.engine.dialect.name
         where = ""
@@ -404,10 +407,12 @@ class TradeRepository:
         try:
             cur = raw.cursor()
             cur.execute(sql, params)
+            size = first_chunk_rows or chunk_rows
             while True:
                 if cancelled is not None and cancelled():
                     return
-                rows = cur.fetchmany(chunk_rows)
+                rows = cur.fetchmany(size)
+                size = chunk_rows
                 if not rows:
                     break
                 yield columns_from_rows(rows)

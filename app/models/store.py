@@ -86,6 +86,9 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.where = url.split("///", 1)[1] if self.is_sqlite and "///" in url else _safe(url)
+        if self.is_sqlite:
+            # Pooled connections move between worker threads (one at a time).
+            engine_kw.setdefault("connect_args", {"check_same_thread": False})
         self.engine: Engine = create_engine(url, **engine_kw)
         if self.is_sqlite:
             _install_sqlite_pragmas(self.engine, busy_timeout_ms)
@@ -187,10 +190,17 @@ class Store:
         if not self.is_sqlite:
             return
         try:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                conn.exec_driver_sql("ROLLBACK")
-        except DBAPIError as exc:
+            # On the DB-API connection: through SQLAlchemy, autobegin has already sent BEGIN
+            # (see _on_begin) and BEGIN IMMEDIATE would fail as a nested transaction.
+            raw = self.engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+                cur.execute("ROLLBACK")
+                cur.close()
+            finally:
+                raw.close()
+        except (DBAPIError, sqlite3.Error) as exc:
             err = translate_error(exc, self.where)
             if err is None:
                 raise

@@ -1,0 +1,63 @@
+"""The one settings object: where data lives, environment overrides, secrets.
+
+Paths default to the platform user data dir (platformdirs); ``--data-dir`` or ``QE_DATA_DIR``
+override it. Secrets (database passwords, feed tokens) go to the OS keyring, never to a file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+APP_NAME = "QuantaEnergi"
+APP_AUTHOR = "QuantaEnergi"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("QE_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_path
+
+    return user_data_path(APP_NAME, APP_AUTHOR)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved locations for one run of the workstation."""
+
+    data_dir: Path
+
+    @classmethod
+    def load(cls, data_dir: str | Path | None = None) -> Settings:
+        path = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        return cls(data_dir=path.resolve())
+
+    @property
+    def store_path(self) -> Path:
+        """The local trade store (SQLite)."""
+        return self.data_dir / "store.db"
+
+    @property
+    def ui_settings_path(self) -> Path:
+        """Window layout, column states, named workspaces (INI, written atomically by Qt)."""
+        return self.data_dir / "workstation.ini"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def central_url(self) -> str | None:
+        """Central PostgreSQL URL (QE_CENTRAL_URL); ``None`` until the desk database is set."""
+        return os.environ.get("QE_CENTRAL_URL") or None
+
+    @property
+    def feed_url(self) -> str | None:
+        """Remote price feed URL (QE_FEED_URL); ``None`` until the feed is configured."""
+        return os.environ.get("QE_FEED_URL") or None
+
+    def ensure_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Qt presentation layer: main window, docks, table models, dialogs, job runner."""

@@ -1,0 +1,141 @@
+"""Start-up of the GUI: QApplication, logging, store, context, main window, --screenshot."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QLockFile, QTimer, QtMsgType, qInstallMessageHandler
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from app.logging_setup import install_excepthooks, setup_logging
+from app.models.repository import TradeRepository
+from app.models.store import Store, StoreError
+from app.services.events import EventBus
+from app.services.trading import TradingService
+from app.settings import Settings
+from app.views.jobs import JobRunner
+from app.views.log_dock import QtLogHandler
+from app.views.main_window import AppContext, MainWindow
+
+log = logging.getLogger(__name__)
+SCREENSHOT_TIMEOUT_MS = 180_000
+
+
+def _qt_message(kind: QtMsgType, _ctx: object, message: str) -> None:
+    level = {QtMsgType.QtDebugMsg: logging.DEBUG, QtMsgType.QtInfoMsg: logging.INFO,
+             QtMsgType.QtWarningMsg: logging.WARNING}.get(kind, logging.ERROR)  # fmt: skip
+    if "propagateSizeHints" in message:  # harmless offscreen-platform chatter
+        return
+    logging.getLogger("qt").log(level, "%s", message)
+
+
+def build_context(settings: Settings, *, seed_demo_if_empty: bool = True) -> AppContext:
+    """Open the store and build services; raises :class:`StoreError` with a user message."""
+    store = Store.open_file(settings.store_path)
+    try:
+        store.check_writable()
+    except StoreError:
+        store.close()
+        raise
+    repo = TradeRepository(store)
+    bus = EventBus()
+    handler = QtLogHandler()
+    logging.getLogger().addHandler(handler)
+    return AppContext(
+        settings=settings, store=store, repo=repo, trading=TradingService(repo, bus), bus=bus,
+        runner=JobRunner(), log_handler=handler, seed_demo_if_empty=seed_demo_if_empty,
+    )  # fmt: skip
+
+
+def close_context(ctx: AppContext) -> None:
+    ctx.runner.shutdown()
+    logging.getLogger().removeHandler(ctx.log_handler)
+    ctx.store.close()
+
+
+def run_gui(
+    data_dir: str | None,
+    screenshot: Path | None = None,
+    demo_action: str | None = None,
+    seed_demo_if_empty: bool = True,
+) -> int:
+    """Run the workstation; returns the process exit code."""
+    settings = Settings.load(data_dir)
+    settings.ensure_dirs()
+    log_path = setup_logging(settings.log_dir)
+    install_excepthooks()
+    qInstallMessageHandler(_qt_message)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("QuantaEnergi Workstation")
+    app.setOrganizationName("QuantaEnergi")
+
+    lock = QLockFile(str(settings.data_dir / "workstation.lock"))
+    lock.setStaleLockTime(0)
+    if not lock.tryLock(100):
+        return _fail(screenshot, f"Another QuantaEnergi Workstation is using {settings.data_dir}. "
+                     "Close it, or start with --data-dir pointing elsewhere.")  # fmt: skip
+    try:
+        ctx = build_context(settings, seed_demo_if_empty=seed_demo_if_empty)
+    except StoreError as exc:
+        return _fail(screenshot, str(exc))
+    log.info("QuantaEnergi starting; data dir %s; log %s", settings.data_dir, log_path)
+    if demo_action:
+        from app.models import demo
+
+        try:
+            removed = demo.clear_demo(ctx.store)
+            log.info("Cleared %s demo trade versions", removed)
+            if demo_action == "reseed":
+                demo.seed_demo(ctx.store, 5000)
+        except (ValueError, StoreError) as exc:
+            close_context(ctx)
+            return _fail(screenshot, str(exc))
+        ctx.seed_demo_if_empty = False
+    window = MainWindow(ctx)
+    window.show()
+    code = 0
+    if screenshot is not None:
+        code = _arm_screenshot(app, window, screenshot)
+    rc = app.exec()
+    close_context(ctx)
+    lock.unlock()
+    return rc or code or _screenshot_status.get("rc", 0)
+
+
+_screenshot_status: dict[str, int] = {}
+
+
+def _arm_screenshot(app: QApplication, window: MainWindow, path: Path) -> int:
+    def shoot() -> None:
+        app.processEvents()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok = window.grab().save(str(path), "PNG")
+        if ok:
+            print(f"Screenshot written to {path}")
+            _screenshot_status["rc"] = 0
+        else:
+            print(f"error: could not write {path}", file=sys.stderr)
+            _screenshot_status["rc"] = 1
+        window.close()
+        app.quit()
+
+    def timeout() -> None:
+        print("error: the workstation did not become ready in time", file=sys.stderr)
+        _screenshot_status["rc"] = 1
+        window.close()
+        app.quit()
+
+    window.sig_ready.connect(lambda: QTimer.singleShot(400, shoot))
+    QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, timeout)
+    return 0
+
+
+def _fail(headless: object, message: str) -> int:
+    log.error("%s", message)
+    if headless is None and QApplication.instance() is not None:
+        QMessageBox.critical(None, "QuantaEnergi Workstation", message)
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return 1

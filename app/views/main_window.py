@@ -1,0 +1,425 @@
+"""The main window: dockable panels, menus, status bar, layout persistence."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QWidget,
+)
+
+from app import __version__
+from app.models import demo
+from app.models.repository import RefData, TradeRepository
+from app.models.store import Store, StoreError
+from app.services.events import TRADES_RELOAD, EventBus
+from app.services.trading import TradingService
+from app.settings import Settings
+from app.views.blotter import BlotterPanel
+from app.views.bridge import EventBridge
+from app.views.jobs import JobContext, JobRunner
+from app.views.jobs_dock import JobsIndicator, JobsPanel
+from app.views.layout import LayoutStore
+from app.views.log_dock import LogPanel, QtLogHandler
+
+log = logging.getLogger(__name__)
+
+FIRST_CHUNK_ROWS = 20_000  # small first chunk: the blotter paints before the store is read
+CHUNK_ROWS = 200_000
+
+
+@dataclass
+class AppContext:
+    """Everything the window needs; built by :func:`app.views.application.build_context`."""
+
+    settings: Settings
+    store: Store
+    repo: TradeRepository
+    trading: TradingService
+    bus: EventBus
+    runner: JobRunner
+    log_handler: QtLogHandler
+    seed_demo_if_empty: bool = True
+
+
+class MainWindow(QMainWindow):
+    """QuantaEnergi Workstation main window."""
+
+    sig_ready = Signal()
+    """The store is open and the blotter fully loaded (used by --screenshot and tests)."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.setObjectName("main_window")
+        self.setWindowTitle(f"QuantaEnergi Workstation {__version__}")
+        self.setDockOptions(
+            QMainWindow.DockOption.AnimatedDocks
+            | QMainWindow.DockOption.AllowNestedDocks
+            | QMainWindow.DockOption.AllowTabbedDocks
+        )
+        self.ready = False
+        self.layouts = LayoutStore(ctx.settings.ui_settings_path)
+        self.bridge = EventBridge(ctx.bus, self)
+        self._pending: set[uuid.UUID] = set()
+        self._select_after: str | None = None
+        self._flush = QTimer(self, singleShot=True, interval=150)
+        self._flush.timeout.connect(self._load_pending)
+
+        self.blotter = BlotterPanel(ctx.runner)
+        self.log_panel = LogPanel(ctx.log_handler)
+        self.jobs_panel = JobsPanel(ctx.runner)
+        self.docks: dict[str, QDockWidget] = {}
+        self._add_dock("blotter_dock", "Trade Blotter", self.blotter)
+        self._add_dock("jobs_dock", "Jobs", self.jobs_panel)
+        self._add_dock("log_dock", "Log / Alerts", self.log_panel)
+        placeholder = QWidget()
+        placeholder.setMaximumSize(0, 0)
+        self.setCentralWidget(placeholder)  # all panels are docks
+
+        self._build_status_bar()
+        self._build_menus()
+        self._shown_once = False
+        self.apply_default_layout()
+        self._restored = self.layouts.restore_session(self)
+
+        self.blotter.sig_open_trade.connect(self.open_trade)
+        self.blotter.sig_message.connect(self.show_message)
+        self.bridge.sig_trades_changed.connect(self._on_trades_changed)
+        self.bridge.sig_trades_reload.connect(self.reload_blotter)
+        self.log_panel.sig_alert.connect(self._on_alert)
+        QTimer.singleShot(0, self.start)
+
+    # -- construction ----------------------------------------------------------------------
+    def _add_dock(self, name: str, title: str, widget: QWidget) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
+        self.docks[name] = dock
+        self.addDockWidget(Qt.DockWidgetArea.TopDockWidgetArea, dock)
+        return dock
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.store_status = QLabel("Local store: opening…")
+        self.central_status = QLabel("Central DB: not configured")
+        self.central_status.setToolTip("Set QE_CENTRAL_URL (desk database sync comes with the "
+                                       "sync module)")  # fmt: skip
+        self.feed_status = QLabel("Price feed: not configured")
+        self.jobs_indicator = JobsIndicator(self.ctx.runner)
+        self.jobs_indicator.sig_clicked.connect(lambda: self.show_dock("jobs_dock"))
+        self.alerts_label = QLabel("")
+        self.alerts_label.setStyleSheet("color: #b3261e;")
+        for w in (self.store_status, self.central_status, self.feed_status,
+                  self.jobs_indicator, self.alerts_label):  # fmt: skip
+            w.setObjectName(f"status_{len(sb.children())}")
+            sb.addPermanentWidget(w)
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self.act_new = f.addAction("&New trade…", QKeySequence("Ctrl+N"), self.new_trade)
+        f.addAction("&Import trades (CSV/Excel)…", QKeySequence("Ctrl+I"), self.import_trades)
+        f.addAction("&Export all trades (CSV/Excel)…", self.export_trades)
+        f.addSeparator()
+        d = f.addMenu("&Demo data")
+        d.addAction("Reseed demo desk", self.reseed_demo)
+        d.addAction("Clear demo data", self.clear_demo)
+        f.addSeparator()
+        f.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
+        v = mb.addMenu("&View")
+        for dock in self.docks.values():
+            v.addAction(dock.toggleViewAction())
+        v.addSeparator()
+        v.addAction("&Reset layout", self.reset_layout)
+        v.addAction("&Save workspace as…", self.save_workspace)
+        self.load_menu = v.addMenu("&Load workspace")
+        self.delete_menu = v.addMenu("&Delete workspace")
+        v.aboutToShow.connect(self._fill_workspace_menus)
+        h = mb.addMenu("&Help")
+        h.addAction("&About", self.about)
+
+    def _fill_workspace_menus(self) -> None:
+        names = self.layouts.workspaces()
+        for menu, fn in ((self.load_menu, self.load_workspace),
+                         (self.delete_menu, self.delete_workspace)):  # fmt: skip
+            menu.clear()
+            for name in names:
+                menu.addAction(name, lambda n=name, fn=fn: fn(n))
+            menu.setEnabled(bool(names))
+
+    # -- layout --------------------------------------------------------------------------------
+    def apply_default_layout(self) -> None:
+        """Blotter on top, Jobs and Log tabbed below it; all docks visible; default columns."""
+        b, j, lg = (self.docks[n] for n in ("blotter_dock", "jobs_dock", "log_dock"))
+        for dock in (b, j, lg):
+            dock.setFloating(False)
+            dock.show()
+        self.addDockWidget(Qt.DockWidgetArea.TopDockWidgetArea, b)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, lg)
+        self.tabifyDockWidget(lg, j)
+        lg.raise_()
+        h = max(self.height(), 860)
+        self.resizeDocks([b, lg], [int(h * 0.72), int(h * 0.2)], Qt.Orientation.Vertical)
+        self.blotter.apply_default_columns()
+        if not self.isVisible():
+            self.resize(1500, 860)
+
+    def table_states(self) -> dict[str, QByteArray]:
+        return {"blotter": self.blotter.header_state()}
+
+    def restore_table_states(self, states: dict[str, Any]) -> None:
+        if not self.blotter.restore_header_state(states.get("blotter")):
+            self.blotter.apply_default_columns()
+
+    def reset_layout(self) -> None:
+        self.apply_default_layout()
+        self.show_message("Layout reset to default")
+
+    def save_workspace(self) -> None:
+        name, ok = QInputDialog.getText(self, "Save workspace", "Workspace name:")
+        if not ok:
+            return
+        try:
+            self.layouts.save_workspace(self, name)
+        except ValueError as exc:
+            QMessageBox.warning(self, "Save workspace", str(exc))
+            return
+        self.show_message(f"Workspace '{name.strip()}' saved")
+
+    def load_workspace(self, name: str) -> None:
+        try:
+            ok = self.layouts.load_workspace(self, name)
+        except ValueError as exc:
+            QMessageBox.warning(self, "Load workspace", str(exc))
+            return
+        self.show_message(f"Workspace '{name}' loaded" if ok else
+                          f"Workspace '{name}' could not be restored; default layout used")  # fmt: skip
+
+    def delete_workspace(self, name: str) -> None:
+        self.layouts.delete_workspace(name)
+        self.show_message(f"Workspace '{name}' deleted")
+
+    def show_dock(self, name: str) -> None:
+        dock = self.docks[name]
+        dock.show()
+        dock.raise_()
+
+    # -- start-up and loading -------------------------------------------------------------------
+    def start(self) -> None:
+        """Seed the demo desk on first start, then load reference data and the blotter."""
+        ctx = self.ctx
+
+        def prepare(jc: JobContext) -> RefData:
+            demo.ensure_reference_data(ctx.store)
+            if ctx.seed_demo_if_empty and ctx.repo.count_current() == 0:
+                log.info("Empty store: seeding the demo desk (books named 'DEMO …')")
+                demo.seed_demo(ctx.store, 5000, progress=lambda f: jc.progress(f, "seeding demo"),
+                               cancelled=jc.cancelled)  # fmt: skip
+            return ctx.trading.refresh_refdata()
+
+        ctx.runner.submit("Opening store", prepare, on_result=self._refdata_ready,
+                          on_error=self._fatal_store_error)  # fmt: skip
+
+    def _refdata_ready(self, ref: RefData) -> None:
+        self.blotter.model.set_refdata(ref)
+        self.blotter.fill_filter_choices()
+        self.reload_blotter()
+
+    def reload_blotter(self) -> None:
+        """(Re)load every current trade, first rows visible immediately."""
+        repo = self.ctx.repo
+        self.blotter.model.clear()
+        self.blotter.count_label.setText("Loading…")
+
+        def load(jc: JobContext) -> int:
+            total = max(repo.count_current(), 1)
+            done = 0
+            for chunk in repo.blotter_chunks(CHUNK_ROWS, cancelled=jc.cancelled,
+                                             first_chunk_rows=FIRST_CHUNK_ROWS):  # fmt: skip
+                jc.partial(chunk)
+                done += len(chunk["row_id"])
+                jc.progress(done / total, f"{done:,} rows")
+            return done
+
+        self.ctx.runner.submit("Loading blotter", load, on_partial=self.blotter.model.append_chunk,
+                               on_result=self._blotter_loaded, on_error=self._fatal_store_error,
+                               key="blotter-load")  # fmt: skip
+
+    def _blotter_loaded(self, n: int) -> None:
+        self.blotter.update_count()
+        self.blotter.fill_filter_choices()
+        self._update_store_status()
+        log.info("Blotter loaded: %s trades", f"{n:,}")
+        if not self.ready:
+            self.ready = True
+            self.sig_ready.emit()
+
+    def _update_store_status(self) -> None:
+        n = self.blotter.model.total_rows
+        demo_note = " (incl. DEMO books)" if any(
+            b.is_demo for b in self.ctx.trading.refdata.books.values()
+        ) else ""  # fmt: skip
+        self.store_status.setText(f"Local store: OK · {n:,} trades{demo_note}")
+        self.store_status.setToolTip(str(self.ctx.settings.store_path))
+
+    def _fatal_store_error(self, message: str) -> None:
+        self.store_status.setText("Local store: ERROR")
+        self.store_status.setToolTip(message)
+        QMessageBox.critical(self, "Local store", message)
+
+    # -- trade changes ---------------------------------------------------------------------------
+    def _on_trades_changed(self, trade_uuids: list[uuid.UUID], kind: str) -> None:
+        self._pending.update(trade_uuids)
+        if not self._flush.isActive():
+            self._flush.start()
+
+    def _load_pending(self) -> None:
+        ids, self._pending = list(self._pending), set()
+        repo = self.ctx.repo
+
+        def load(_jc: JobContext) -> list[dict[str, Any]]:
+            return list(repo.blotter_chunks(trade_uuids=ids))
+
+        self.ctx.runner.submit("Refreshing trades", load, on_result=self._apply_updates)
+
+    def _apply_updates(self, chunks: list[dict[str, Any]]) -> None:
+        for chunk in chunks:
+            self.blotter.model.upsert(chunk)
+        self.blotter.update_count()
+        self._update_store_status()
+        if self._select_after and self.blotter.select_trade(self._select_after):
+            self._select_after = None
+
+    # -- actions ---------------------------------------------------------------------------------
+    def new_trade(self) -> None:
+        from app.views.ticket import TicketDialog
+
+        dlg = TicketDialog(self.ctx.trading, parent=self)
+        if dlg.exec() and dlg.saved is not None:
+            self._select_after = dlg.saved.trade_uuid.hex
+            self.show_message(f"Trade {dlg.saved.trade_uuid.hex[:8]} booked")
+
+    def open_trade(self, trade_uuid_hex: str) -> None:
+        from app.views.ticket import TicketDialog
+
+        try:
+            rec = self.ctx.repo.get(uuid.UUID(trade_uuid_hex))
+        except (KeyError, StoreError) as exc:
+            QMessageBox.warning(self, "Open trade", str(exc))
+            return
+        dlg = TicketDialog(self.ctx.trading, rec, parent=self)
+        if dlg.exec() and dlg.saved is not None:
+            self.show_message(f"Trade {trade_uuid_hex[:8]} is now version {dlg.saved.version} "
+                              f"({dlg.saved.status.label})")  # fmt: skip
+
+    def import_trades(self, path: str | None = None) -> None:
+        from app.views.import_dialog import ImportDialog
+
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Import trades", "", "Trade files (*.csv *.xlsx);;All files (*)"
+            )
+        if not path:
+            return
+        dlg = ImportDialog(self.ctx.trading, Path(path), self)
+        if dlg.exec():
+            self.show_message(f"Imported {len(dlg.imported):,} trades from {Path(path).name}")
+
+    def export_trades(self, path: str | None = None) -> None:
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export all trades", "trades.csv", "CSV (*.csv);;Excel (*.xlsx)"
+            )
+        if not path:
+            return
+        from app.services.trade_io import export_trades
+
+        repo, ref = self.ctx.repo, self.ctx.trading.refdata
+
+        def work(jc: JobContext) -> str:
+            records = repo.current_records()
+            jc.progress(0.5, "writing")
+            export_trades(records, ref, Path(path))
+            return f"Exported {len(records):,} trades to {path}"
+
+        self.ctx.runner.submit("Export trades", work, on_result=self.show_message,
+                               on_error=lambda m: QMessageBox.warning(self, "Export", m))  # fmt: skip
+
+    def reseed_demo(self) -> None:
+        self._demo_job(reseed=True)
+
+    def clear_demo(self) -> None:
+        if QMessageBox.question(self, "Clear demo data",
+                                "Remove the DEMO books, their trades and the demo counterparties?"
+                                " Your own books are not touched.") != QMessageBox.StandardButton.Yes:  # fmt: skip
+            return
+        self._demo_job(reseed=False)
+
+    def _demo_job(self, reseed: bool) -> None:
+        ctx = self.ctx
+
+        def work(jc: JobContext) -> str:
+            removed = demo.clear_demo(ctx.store)
+            msg = f"Removed {removed:,} demo trade versions"
+            if reseed:
+                n = demo.seed_demo(ctx.store, 5000, progress=lambda f: jc.progress(f, "seeding"))
+                msg += f"; seeded {n:,} demo trades"
+            ctx.trading.refresh_refdata()
+            return msg
+
+        def done(msg: str) -> None:
+            self.show_message(msg)
+            self.blotter.model.set_refdata(ctx.trading.refdata)
+            self.blotter.fill_filter_choices()
+            ctx.bus.publish(TRADES_RELOAD)
+
+        ctx.runner.submit("Demo data", work, on_result=done,
+                          on_error=lambda m: QMessageBox.warning(self, "Demo data", m))  # fmt: skip
+
+    def about(self) -> None:
+        QMessageBox.about(self, "About QuantaEnergi Workstation",
+                          f"QuantaEnergi Workstation {__version__}\n\nData directory: "
+                          f"{self.ctx.settings.data_dir}\nLog file: {self.ctx.settings.log_dir}")  # fmt: skip
+
+    def show_message(self, text: str) -> None:
+        self.statusBar().showMessage(text, 8000)
+        log.info("%s", text)
+
+    def _on_alert(self, message: str) -> None:
+        n = self.log_panel.alerts
+        self.alerts_label.setText(f"⚠ {n} alert(s)" if n else "")
+        self.alerts_label.setToolTip(message)
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not self._shown_once:
+            self._shown_once = True
+            if not self._restored:  # dock sizes only apply once the window has a size
+                self.resizeDocks([self.docks["blotter_dock"], self.docks["log_dock"]],
+                                 [int(self.height() * 0.72), int(self.height() * 0.2)],
+                                 Qt.Orientation.Vertical)  # fmt: skip
+
+    # -- shutdown ----------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.layouts.save_session(self)
+        self.ctx.runner.shutdown()
+        self.bridge.detach()
+        super().closeEvent(event)

@@ -1,0 +1,372 @@
+"""Trade ticket: capture, amend and cancel a trade, with inline validation per field.
+
+Keyboard-first: every field is reachable with Tab, combos search as you type, Ctrl+Return books,
+Escape closes. Validation is the service's (:func:`app.services.trading.validate_trade`), so the
+ticket, CSV import and scripts accept exactly the same trades. Nothing is written until valid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal
+from typing import Any
+
+from PySide6.QtCore import QDate, Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox,
+    QCompleter,
+    QDateEdit,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.models.enums import ExerciseStyle, InstrumentType, OptionType, Side
+from app.models.repository import StaleVersionError, TradeRecord
+from app.models.store import StoreError
+from app.services.trading import TradeValidationError, TradingService
+
+log = logging.getLogger(__name__)
+
+_ERR_STYLE = "color: #b3261e; font-size: 11px;"
+
+
+def _qdate(d: dt.date) -> QDate:
+    return QDate(d.year, d.month, d.day)
+
+
+def _pydate(q: QDate) -> dt.date:
+    return dt.date(q.year(), q.month(), q.day())
+
+
+def _dec_text(v: Decimal | None) -> str:
+    if v is None:
+        return ""
+    text = format(v, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _month_bounds(today: dt.date) -> tuple[dt.date, dt.date]:
+    start = (today.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    end = (start + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+    return start, end
+
+
+class TicketDialog(QDialog):
+    """New trade (``record=None``) or amendment of ``record``'s current version."""
+
+    def __init__(
+        self, service: TradingService, record: TradeRecord | None = None, parent: Any = None
+    ) -> None:
+        super().__init__(parent)
+        self.service = service
+        self.record = record
+        self.saved: TradeRecord | None = None
+        self.setObjectName("trade_ticket")
+        self.setWindowTitle(
+            "New trade"
+            if record is None
+            else f"Amend trade {record.trade_uuid.hex[:8]} (version {record.version})"
+        )
+        self.setMinimumWidth(520)
+        ref = service.refdata
+        self._errors: dict[str, QLabel] = {}
+        self.fields: dict[str, QWidget] = {}
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        self.book = self._combo([b.name for b in ref.books.values()])
+        self.counterparty = self._combo(
+            [c.name for c in ref.counterparties.values()], editable=True
+        )
+        self.product = self._combo([p.code for p in ref.products.values()], editable=True)
+        for i, p in enumerate(ref.products.values()):
+            self.product.setItemData(i, f"{p.name} ({p.currency}/{p.unit.label})",
+                                     Qt.ItemDataRole.ToolTipRole)  # fmt: skip
+        self.instrument = self._combo([m.label for m in InstrumentType])
+        self.side = self._combo([m.label for m in Side])
+        self.quantity = QLineEdit(placeholderText="e.g. 10,000")
+        self.unit_label = QLabel()
+        self.price = QLineEdit(placeholderText="e.g. 88.50")
+        self.price_label = QLabel()
+        self.trade_date = self._date(dt.date.today())
+        start, end = _month_bounds(dt.date.today())
+        self.delivery_start = self._date(start)
+        self.delivery_end = self._date(end)
+        self.comment = QLineEdit(placeholderText="optional")
+
+        self._row(form, "Book", "book", self.book)
+        self._row(form, "Counterparty", "counterparty", self.counterparty)
+        self._row(form, "Product", "product", self.product)
+        self._row(form, "Instrument", "instrument", self.instrument)
+        self._row(form, "Buy/Sell", "side", self.side)
+        self._row(form, "Quantity", "quantity", self._with(self.quantity, self.unit_label))
+        self.fields["quantity"] = self.quantity
+        self._row(form, "Price", "price", self._with(self.price, self.price_label))
+        self.fields["price"] = self.price
+        self._row(form, "Trade date", "trade_date", self.trade_date)
+        self._row(form, "Delivery start", "delivery_start", self.delivery_start)
+        self._row(form, "Delivery end", "delivery_end", self.delivery_end)
+
+        self.option_box = QGroupBox("Option")
+        oform = QFormLayout(self.option_box)
+        self.option_type = self._combo([m.label for m in OptionType])
+        self.strike = QLineEdit(placeholderText="strike price")
+        self.expiry_date = self._date(start - dt.timedelta(days=5))
+        self.exercise_style = self._combo([m.label for m in ExerciseStyle])
+        self.premium = QLineEdit(placeholderText="premium per unit")
+        self._row(oform, "Call/Put", "option_type", self.option_type)
+        self._row(oform, "Strike", "strike", self.strike)
+        self._row(oform, "Expiry", "expiry_date", self.expiry_date)
+        self._row(oform, "Style", "exercise_style", self.exercise_style)
+        self._row(oform, "Premium", "premium", self.premium)
+        self._row(form, "Comment", "comment", self.comment)
+
+        self.summary = QLabel()
+        self.summary.setStyleSheet(_ERR_STYLE)
+        self.summary.setWordWrap(True)
+        self.summary.hide()
+
+        buttons = QDialogButtonBox()
+        self.book_button = QPushButton("Book trade" if record is None else "Save amendment")
+        self.book_button.setDefault(True)
+        self.book_button.setToolTip("Ctrl+Return")
+        buttons.addButton(self.book_button, QDialogButtonBox.ButtonRole.AcceptRole)
+        self.cancel_trade_button = QPushButton("Cancel trade…")
+        self.history_button = QPushButton("History…")
+        if record is not None:
+            buttons.addButton(self.cancel_trade_button, QDialogButtonBox.ButtonRole.ActionRole)
+            buttons.addButton(self.history_button, QDialogButtonBox.ButtonRole.ActionRole)
+        close = buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        close.setAutoDefault(False)
+        self.book_button.clicked.connect(self.submit)
+        self.cancel_trade_button.clicked.connect(self.cancel_trade)
+        self.history_button.clicked.connect(self.show_history)
+        close.clicked.connect(self.reject)
+        QShortcut(QKeySequence("Ctrl+Return"), self, self.submit)
+        QShortcut(QKeySequence("Ctrl+Enter"), self, self.submit)
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.option_box)
+        lay.addWidget(self.summary)
+        lay.addWidget(buttons)
+        # Option fields sit after delivery in tab order, before the comment.
+        self.setTabOrder(self.delivery_end, self.option_type)
+        self.setTabOrder(self.premium, self.comment)
+
+        self.product.currentTextChanged.connect(self._update_units)
+        self.instrument.currentTextChanged.connect(self._update_option_visibility)
+        if record is not None:
+            self._fill(service.raw_from_record(record))
+        self._update_units()
+        self._update_option_visibility()
+        self.counterparty.setFocus() if record is None else self.quantity.setFocus()
+
+    # -- construction helpers ---------------------------------------------------------------
+    def _combo(self, items: list[str], editable: bool = False) -> QComboBox:
+        box = QComboBox()
+        box.addItems(items)
+        if editable:
+            box.setEditable(True)
+            box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+            comp = QCompleter(items, box)
+            comp.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+            comp.setFilterMode(Qt.MatchFlag.MatchContains)
+            box.setCompleter(comp)
+        return box
+
+    def _date(self, d: dt.date) -> QDateEdit:
+        w = QDateEdit(_qdate(d))
+        w.setCalendarPopup(True)
+        w.setDisplayFormat("yyyy-MM-dd")
+        return w
+
+    @staticmethod
+    def _with(main: QWidget, suffix: QLabel) -> QWidget:
+        box = QWidget()
+        h = QHBoxLayout(box)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.addWidget(main, 1)
+        suffix.setMinimumWidth(90)
+        h.addWidget(suffix)
+        return box
+
+    def _row(self, form: QFormLayout, label: str, name: str, widget: QWidget) -> None:
+        err = QLabel()
+        err.setStyleSheet(_ERR_STYLE)
+        err.setObjectName(f"error_{name}")
+        err.hide()
+        box = QWidget()
+        v = QVBoxLayout(box)
+        v.setContentsMargins(0, 0, 0, 0)
+        v.setSpacing(1)
+        v.addWidget(widget)
+        v.addWidget(err)
+        form.addRow(label, box)
+        self._errors[name] = err
+        self.fields.setdefault(name, widget)
+
+    def _fill(self, raw: dict[str, Any]) -> None:
+        for name in ("book", "counterparty", "product"):
+            box: QComboBox = self.fields[name]  # type: ignore[assignment]
+            box.setCurrentText(str(raw[name]))
+        for name in ("instrument", "side", "option_type", "exercise_style"):
+            if raw.get(name) is not None:
+                self.fields[name].setCurrentText(raw[name].label)  # type: ignore[attr-defined]
+        for name in ("quantity", "price", "strike", "premium"):
+            self.fields[name].setText(_dec_text(raw.get(name)))  # type: ignore[attr-defined]
+        for name in ("trade_date", "delivery_start", "delivery_end", "expiry_date"):
+            if raw.get(name) is not None:
+                self.fields[name].setDate(_qdate(raw[name]))  # type: ignore[attr-defined]
+        self.comment.setText(raw.get("comment") or "")
+
+    def _update_units(self) -> None:
+        p = self.service.refdata.product_by_code(self.product.currentText())
+        self.unit_label.setText(p.unit.label if p else "")
+        self.price_label.setText(f"{p.currency}/{p.unit.label}" if p else "")
+
+    def _update_option_visibility(self) -> None:
+        self.option_box.setVisible(self.instrument.currentText() == InstrumentType.OPTION.label)
+        self.adjustSize()
+
+    # -- values and validation ---------------------------------------------------------------
+    def raw(self) -> dict[str, Any]:
+        """The ticket's input, as the service's validation expects it."""
+        is_option = self.instrument.currentText() == InstrumentType.OPTION.label
+        raw: dict[str, Any] = {
+            "book": self.book.currentText(),
+            "counterparty": self.counterparty.currentText(),
+            "product": self.product.currentText(),
+            "instrument": self.instrument.currentText(),
+            "side": self.side.currentText(),
+            "quantity": self.quantity.text(),
+            "price": self.price.text(),
+            "trade_date": _pydate(self.trade_date.date()),
+            "delivery_start": _pydate(self.delivery_start.date()),
+            "delivery_end": _pydate(self.delivery_end.date()),
+            "comment": self.comment.text(),
+        }
+        if is_option:
+            raw.update(
+                option_type=self.option_type.currentText(),
+                strike=self.strike.text(),
+                expiry_date=_pydate(self.expiry_date.date()),
+                exercise_style=self.exercise_style.currentText(),
+                premium=self.premium.text(),
+            )
+        return raw
+
+    def show_errors(self, errors: dict[str, str]) -> None:
+        for name, label in self._errors.items():
+            msg = errors.get(name)
+            label.setText(msg or "")
+            label.setVisible(bool(msg))
+        other = [f"{k}: {v}" for k, v in errors.items() if k not in self._errors]
+        n = len(errors)
+        text = f"{n} field(s) need attention; nothing was saved." if n else ""
+        if other:
+            text += " " + "; ".join(other)
+        self.summary.setText(text)
+        self.summary.setVisible(bool(text))
+        first = next((self.fields[k] for k in self._errors if k in errors), None)
+        if first is not None:
+            first.setFocus()
+
+    def submit(self) -> None:
+        """Validate and save; on errors show them inline and write nothing."""
+        raw = self.raw()
+        res = self.service.validate(raw)
+        if not res.ok:
+            self.show_errors(res.errors)
+            return
+        try:
+            if self.record is None:
+                self.saved = self.service.capture(raw)
+            else:
+                self.saved = self.service.amend(self.record.trade_uuid, self.record.version, raw)
+        except TradeValidationError as exc:
+            self.show_errors(exc.errors)
+            return
+        except (StaleVersionError, StoreError) as exc:
+            self.show_errors({"store": str(exc)})
+            return
+        log.info("Trade %s saved (version %s)", self.saved.trade_uuid.hex[:8], self.saved.version)
+        self.accept()
+
+    def cancel_trade(self) -> None:
+        assert self.record is not None
+        reason, ok = QInputDialog.getText(self, "Cancel trade", "Reason for the cancellation:")
+        if not ok:
+            return
+        try:
+            self.saved = self.service.cancel(self.record.trade_uuid, self.record.version, reason)
+        except TradeValidationError as exc:
+            self.show_errors(exc.errors)
+            return
+        except (StaleVersionError, StoreError) as exc:
+            self.show_errors({"store": str(exc)})
+            return
+        self.accept()
+
+    def show_history(self) -> None:
+        assert self.record is not None
+        HistoryDialog(self.service, self.service.repo.history(self.record.trade_uuid), self).exec()
+
+
+class HistoryDialog(QDialog):
+    """Every version of a trade, oldest first, changed cells highlighted."""
+
+    FIELDS = ("version", "status", "quantity", "price", "delivery_start", "delivery_end",
+              "counterparty", "book", "updated_by", "updated_at", "comment")  # fmt: skip
+
+    def __init__(self, service: TradingService, versions: list[TradeRecord], parent: Any = None):
+        super().__init__(parent)
+        self.setWindowTitle(f"History of trade {versions[0].trade_uuid.hex[:8]}")
+        ref = service.refdata
+        table = QTableWidget(len(versions), len(self.FIELDS))  # a handful of rows
+        table.setHorizontalHeaderLabels([f.replace("_", " ").title() for f in self.FIELDS])
+        prev: list[str] | None = None
+        for r, rec in enumerate(versions):
+            values = []
+            for f in self.FIELDS:
+                if f == "counterparty":
+                    v: Any = ref.counterparties[rec.counterparty_id].name
+                elif f == "book":
+                    v = ref.books[rec.book_id].name
+                else:
+                    v = getattr(rec, f)
+                if isinstance(v, Decimal):
+                    v = _dec_text(v)
+                elif hasattr(v, "label"):
+                    v = v.label
+                elif isinstance(v, dt.datetime):
+                    v = v.strftime("%Y-%m-%d %H:%M:%S UTC")
+                values.append(str(v))
+            for c, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                if prev is not None and prev[c] != text:
+                    item.setBackground(Qt.GlobalColor.yellow)
+                table.setItem(r, c, item)
+            prev = values
+        table.resizeColumnsToContents()
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table = table
+        lay = QVBoxLayout(self)
+        lay.addWidget(table)
+        bb = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        bb.rejected.connect(self.reject)
+        lay.addWidget(bb)
+        self.resize(900, 300)
