@@ -34,7 +34,9 @@ def need_shared(sub: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tests never touch the user's real data dir or settings."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("QE_DATA_DIR", str(home / "data"))

@@ -22,9 +22,12 @@ class _Labelled(enum.Enum):
 
         Raises ``ValueError`` listing the accepted values when nothing matches.
         """
-        key = text.strip().lower().replace("-", " ").replace("_", " ")
+        def norm(s: str) -> str:
+            return " ".join(s.strip().lower().replace("-", " ").replace("_", " ").split())
+
+        key = norm(text)
         for member in cls:
-            if key in (member.name.lower().replace("_", " "), str(member.value).lower()):
+            if key in (norm(member.name), norm(str(member.value))):
                 return member
         allowed = ", ".join(str(m.value) for m in cls)
         raise ValueError(f"'{text}' is not one of: {allowed}")

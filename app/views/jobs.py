@@ -9,7 +9,6 @@ lands (latest request wins). Workers never touch widgets.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -58,7 +57,7 @@ class JobContext:
     def partial(self, value: Any) -> None:
         """Deliver an intermediate result (e.g. a chunk of rows) to the GUI thread."""
         if not self.cancelled():
-            self._job.sig_partial.emit(value)
+            self._job.sig_partial.emit(value)  # dropped on arrival if superseded meanwhile
 
     def check(self) -> None:
         """Raise :class:`JobCancelled` when cancellation was requested."""
@@ -91,6 +90,7 @@ class Job(QObject):
         self.error = ""
         self.started = time.monotonic()
         self.cancel_event = threading.Event()
+        self.superseded = False
         self.sig_progress.connect(self._on_progress)
 
     def _on_progress(self, fraction: float, message: str) -> None:
@@ -175,10 +175,8 @@ class JobRunner(QObject):
         """Run ``fn(ctx)`` in the background; callbacks run on the GUI thread."""
         if key is not None and key in self._by_key:
             old = self._by_key.pop(key)
+            old.superseded = True  # its late result, partials and errors are dropped
             old.cancel()
-            for sig in (old.sig_result, old.sig_error, old.sig_partial):
-                with contextlib.suppress(RuntimeError, TypeError):
-                    sig.disconnect()
         job = Job(title, fn, key)
         if on_result is not None:
             job.sig_result.connect(on_result)
@@ -187,7 +185,7 @@ class JobRunner(QObject):
         if on_progress is not None:
             job.sig_progress.connect(on_progress)
         if on_partial is not None:
-            job.sig_partial.connect(on_partial)
+            job.sig_partial.connect(lambda v: None if job.superseded else on_partial(v))
         job.sig_progress.connect(self.sig_changed)
         if key is not None:
             self._by_key[key] = job
@@ -202,6 +200,8 @@ class JobRunner(QObject):
         job.state = state
         if self._by_key.get(job.key or "") is job:
             del self._by_key[job.key]  # type: ignore[arg-type]
+        if job.superseded:
+            state = job.state = JobState.CANCELLED
         if state is JobState.DONE:
             job.fraction = 1.0
             job.sig_result.emit(payload)

@@ -1,0 +1,190 @@
+"""The workstation driven like a user: ticket, blotter, restart, layout, errors."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDockWidget
+from pytestqt.qtbot import QtBot
+
+from app.models.enums import Side
+from app.views.blotter_model import COLUMN_INDEX
+from app.views.ticket import TicketDialog
+from tests.gui_helpers import close_window, open_window
+
+
+def _fill_ticket(qtbot: QtBot, dlg: TicketDialog, qty: str, price: str, cp: str) -> None:
+    dlg.counterparty.lineEdit().clear()
+    qtbot.keyClicks(dlg.counterparty.lineEdit(), cp)
+    dlg.product.lineEdit().clear()
+    qtbot.keyClicks(dlg.product.lineEdit(), "NG-TTF")
+    dlg.side.setCurrentText(Side.SELL.label)
+    qtbot.keyClicks(dlg.quantity, qty)
+    qtbot.keyClicks(dlg.price, price)
+
+
+def test_capture_trade_appears_in_blotter_and_survives_restart(qtbot: QtBot, tmp_path: Path):
+    win = open_window(qtbot, tmp_path / "data")
+    model = win.blotter.model
+    assert model.total_rows == 5000  # the demo desk
+    before = win.ctx.repo.count_current()
+
+    dlg = TicketDialog(win.ctx.trading, parent=win)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    dlg.activateWindow()
+    qtbot.waitExposed(dlg)
+    _fill_ticket(qtbot, dlg, "7,200", "41.275", "Meridian Gas Supply Ltd")
+    qtbot.keyClick(dlg.quantity, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert dlg.saved is not None, dlg.summary.text()
+    uid = dlg.saved.trade_uuid.hex
+    qtbot.waitUntil(lambda: model.row_of_trade(uid) >= 0, timeout=10_000)
+    row = model.row_of_trade(uid)
+    texts = [model.text(row, COLUMN_INDEX[k]) for k in ("quantity", "price", "side", "product_id")]
+    assert texts == ["7,200", "41.275", "Sell", "NG-TTF"]
+    assert win.ctx.repo.count_current() == before + 1
+
+    # Hide a column and the Jobs dock; both must come back after a restart.
+    win.blotter.table.setColumnHidden(COLUMN_INDEX["strike"], True)
+    win.docks["jobs_dock"].close()
+    close_window(win)
+
+    win2 = open_window(qtbot, tmp_path / "data")
+    assert win2.blotter.model.row_of_trade(uid) >= 0
+    assert win2.blotter.model.total_rows == 5001
+    assert win2.blotter.table.isColumnHidden(COLUMN_INDEX["strike"])
+    assert not win2.docks["jobs_dock"].isVisible()
+    close_window(win2)
+
+
+def test_bad_ticket_shows_messages_and_stores_nothing(qtbot: QtBot, tmp_path: Path):
+    win = open_window(qtbot, tmp_path / "data")
+    before = win.ctx.repo.count_current()
+    dlg = TicketDialog(win.ctx.trading, parent=win)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    _fill_ticket(qtbot, dlg, "-5", "99999", "Nobody Trading Ltd")
+    dlg.delivery_end.setDate(dlg.delivery_start.date().addDays(-1))
+    qtbot.mouseClick(dlg.book_button, Qt.MouseButton.LeftButton)
+    assert dlg.saved is None and dlg.isVisible()
+    shown = {n: lab.text() for n, lab in dlg._errors.items() if lab.isVisible()}
+    assert shown["quantity"].startswith("must be positive")
+    assert "outside the sane band for NG-TTF" in shown["price"]
+    assert shown["counterparty"] == "unknown counterparty 'Nobody Trading Ltd'"
+    assert shown["delivery_end"] == "delivery end is before delivery start"
+    assert "nothing was saved" in dlg.summary.text()
+    assert win.ctx.repo.count_current() == before
+    close_window(win)
+
+
+def test_amend_keeps_selection_and_history(qtbot: QtBot, tmp_path: Path):
+    win = open_window(qtbot, tmp_path / "data")
+    model, table = win.blotter.model, win.blotter.table
+    table.sortByColumn(COLUMN_INDEX["price"], Qt.SortOrder.DescendingOrder)
+    row = next(r for r in range(10, 100) if model.text(r, COLUMN_INDEX["status"]) != "Cancelled")
+    table.selectRow(row)
+    uid = model.trade_uuid_at(row)
+    rec = win.ctx.repo.get(__import__("uuid").UUID(uid))
+    dlg = TicketDialog(win.ctx.trading, rec, parent=win)
+    qtbot.addWidget(dlg)
+    dlg.quantity.setText("1234")
+    dlg.submit()
+    assert dlg.saved is not None, {k: v.text() for k, v in dlg._errors.items() if v.text()}
+    assert dlg.saved.version == 2
+    qtbot.waitUntil(lambda: model.text(model.row_of_trade(uid), COLUMN_INDEX["version"]) == "2",
+                    timeout=10_000)  # fmt: skip
+    row = model.row_of_trade(uid)
+    assert model.text(row, COLUMN_INDEX["quantity"]) == "1,234"
+    selected = {i.row() for i in table.selectionModel().selectedRows()}
+    assert selected == {row}  # the selection followed the trade
+    assert [r.version for r in win.ctx.repo.history(rec.trade_uuid)] == [1, 2]
+    close_window(win)
+
+
+def test_corrupt_saved_layout_falls_back_to_default(qtbot: QtBot, tmp_path: Path):
+    data = tmp_path / "data"
+    win = open_window(qtbot, data)
+    close_window(win)
+    ini = data / "workstation.ini"
+    text = ini.read_text()
+    assert "session" in text
+    lines = [ln if not ln.startswith("state=") else "state=@ByteArray(garbage)"
+             for ln in text.splitlines()]  # fmt: skip
+    ini.write_text("\n".join(lines))
+    win2 = open_window(qtbot, data)
+    assert all(d.isVisible() or d.objectName() == "jobs_dock" for d in win2.docks.values())
+    assert not win2.blotter.table.isColumnHidden(COLUMN_INDEX["price"])
+    close_window(win2)
+
+
+def test_named_workspace_round_trip(qtbot: QtBot, tmp_path: Path):
+    win = open_window(qtbot, tmp_path / "data")
+    dock: QDockWidget = win.docks["log_dock"]
+    win.layouts.save_workspace(win, "Risk view")
+    dock.close()
+    win.blotter.table.setColumnHidden(COLUMN_INDEX["book_id"], True)
+    assert win.layouts.workspaces() == ["Risk view"]
+    assert win.layouts.load_workspace(win, "Risk view")
+    assert dock.isVisible()
+    assert not win.blotter.table.isColumnHidden(COLUMN_INDEX["book_id"])
+    win.reset_layout()
+    assert all(d.isVisible() for d in win.docks.values() if d.objectName() != "jobs_dock")
+    close_window(win)
+
+
+def test_uncaught_thread_exception_is_logged_and_shown(qtbot: QtBot, tmp_path: Path):
+    from app.logging_setup import install_excepthooks
+
+    win = open_window(qtbot, tmp_path / "data")
+    old = threading.excepthook
+    install_excepthooks()
+    try:
+        t = threading.Thread(target=lambda: 1 / 0, name="worker-x")
+        t.start()
+        t.join()
+        qtbot.waitUntil(lambda: any("division by zero" in m for m in win.log_panel.messages()))
+        assert "alert" in win.alerts_label.text()
+        log_file = win.ctx.settings.log_dir / "quantaenergi.log"
+        logging.getLogger().handlers  # file handler only installed by run_gui
+        assert win.isVisible()
+    finally:
+        threading.excepthook = old
+    close_window(win)
+    assert log_file.parent.exists()
+
+
+def test_job_runner_progress_cancel_and_error(qtbot: QtBot, tmp_path: Path):
+    from app.views.jobs import JobRunner, JobState
+
+    runner = JobRunner()
+    seen: list[float] = []
+    gate = threading.Event()
+
+    def slow(ctx):
+        for i in range(1000):
+            ctx.check()
+            ctx.progress(i / 1000)
+            gate.wait(0.002)
+        return "finished"
+
+    job = runner.submit("slow", slow, on_progress=lambda f, m: seen.append(f))
+    qtbot.waitUntil(lambda: job.fraction > 0.05, timeout=10_000)
+    job.cancel()
+    qtbot.waitUntil(lambda: job.state is JobState.CANCELLED, timeout=10_000)
+    assert seen and job.fraction < 1.0
+
+    errors: list[str] = []
+    bad = runner.submit("bad", lambda ctx: 1 / 0, on_error=errors.append)
+    qtbot.waitUntil(lambda: bad.state is JobState.FAILED)
+    assert errors == ["bad failed: division by zero"]
+
+    results: list[object] = []
+    first = runner.submit("calc", lambda ctx: (gate.wait(0.2), 1)[1], key="k",
+                          on_result=results.append)  # fmt: skip
+    second = runner.submit("calc", lambda ctx: 2, key="k", on_result=results.append)
+    qtbot.waitUntil(lambda: not first.active and not second.active, timeout=10_000)
+    assert results == [2]  # the superseded job's late result never lands
+    assert runner.shutdown()
