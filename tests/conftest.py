@@ -100,8 +100,7 @@ class _PgServer:
         return self.url(name)
 
     def stop(self) -> None:
-        subprocess.run(self.prefix + [str(self.bindir / "pg_ctl"), "-D", str(self.data),
-                                      "-m", "immediate", "stop"], capture_output=True)  # fmt: skip
+        subprocess.run([*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"], capture_output=True)  # fmt: skip
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

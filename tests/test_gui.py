@@ -136,9 +136,10 @@ def test_named_workspace_round_trip(qtbot: QtBot, tmp_path: Path):
 
 
 def test_uncaught_thread_exception_is_logged_and_shown(qtbot: QtBot, tmp_path: Path):
-    from app.logging_setup import install_excepthooks
+    from app.logging_setup import install_excepthooks, setup_logging
 
     win = open_window(qtbot, tmp_path / "data")
+    log_file = setup_logging(win.ctx.settings.log_dir)
     old = threading.excepthook
     install_excepthooks()
     try:
@@ -147,13 +148,16 @@ def test_uncaught_thread_exception_is_logged_and_shown(qtbot: QtBot, tmp_path: P
         t.join()
         qtbot.waitUntil(lambda: any("division by zero" in m for m in win.log_panel.messages()))
         assert "alert" in win.alerts_label.text()
-        log_file = win.ctx.settings.log_dir / "quantaenergi.log"
-        logging.getLogger().handlers  # file handler only installed by run_gui
         assert win.isVisible()
     finally:
         threading.excepthook = old
+        for h in list(logging.getLogger().handlers):
+            if getattr(h, "_qe_file", False):
+                logging.getLogger().removeHandler(h)
+                h.close()
     close_window(win)
-    assert log_file.parent.exists()
+    text = log_file.read_text()
+    assert "Unexpected error in thread worker-x" in text and "ZeroDivisionError" in text
 
 
 def test_job_runner_progress_cancel_and_error(qtbot: QtBot, tmp_path: Path):
