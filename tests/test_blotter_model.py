@@ -146,3 +146,30 @@ def test_upsert_keeps_sort_filter_and_selection(qtbot, loaded) -> None:  # type:
     row = model.row_of_trade(uid)
     assert model.text(row, COLUMN_INDEX["version"]) == "2"
     assert model.row_of_trade(uuid.uuid4().hex) == -1
+
+
+def test_big_tables_sort_and_filter_off_the_gui_thread(qtbot, loaded) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from app.views.jobs import JobRunner
+
+    model, _repo = loaded
+    runner = JobRunner()
+    threads: list[str] = []
+
+    def run_async(fn, done):  # type: ignore[no-untyped-def]
+        def work(_ctx):  # type: ignore[no-untyped-def]
+            threads.append(threading.current_thread().name)
+            return fn()
+
+        runner.submit("view", work, on_result=done, key="view")
+
+    model.async_runner = run_async
+    model.async_rows = 1000
+    model.sort(COLUMN_INDEX["price"], ASC)
+    model.sort(COLUMN_INDEX["price"], DESC)  # supersedes the first request
+    qtbot.waitUntil(lambda: not model.view_pending and not runner.active_jobs)
+    prices = [int(model._cols["price"][model._view[i]]) for i in range(model.rowCount())]
+    assert prices == sorted(prices, reverse=True)
+    assert threads and threading.main_thread().name not in threads
+    assert runner.shutdown()

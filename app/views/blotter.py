@@ -85,6 +85,10 @@ class BlotterPanel(QWidget):
         super().__init__(parent)
         self.runner = runner
         self.model = BlotterModel(self)
+        # Sorting/filtering a big blotter runs on a worker; the latest request wins.
+        self.model.async_runner = lambda fn, done: runner.submit(
+            "Sorting / filtering blotter", lambda _ctx: fn(), on_result=done, key="blotter-view"
+        )
         self.table = QTableView()
         self.table.setObjectName("blotter_table")
         self.table.setModel(self.model)

@@ -10,7 +10,7 @@ indexes are remapped, so the selection, current cell and scroll position survive
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +127,14 @@ class BlotterModel(QAbstractTableModel):
         self._sort_col = -1
         self._sort_order = Qt.SortOrder.AscendingOrder
         self._filters = Filters()
+        self._generation = 0  # bumped by every upsert; stale async views are recomputed
+        #: Runs ``fn`` off the GUI thread and calls ``done(result)`` on it; ``None``: inline.
+        self.async_runner: (
+            Callable[[Callable[[], np.ndarray], Callable[[np.ndarray], None]], None] | None
+        ) = None
+        #: Tables with at least this many rows sort and filter through ``async_runner``.
+        self.async_rows = 100_000
+        self._view_ticket = self._applied_ticket = 0
         self._alloc(1024)
 
     # -- storage ------------------------------------------------------------------------------
@@ -205,6 +213,7 @@ class BlotterModel(QAbstractTableModel):
         m = len(uuids)
         if m == 0:
             return 0, 0
+        self._generation += 1
         rows = np.fromiter((self._row_of.get(u, -1) for u in uuids), dtype=np.int64, count=m)
         is_new = rows < 0
         n_new = int(is_new.sum())
@@ -357,9 +366,34 @@ class BlotterModel(QAbstractTableModel):
         return rows
 
     def _relayout(self) -> None:
+        """Recompute the view: inline for small tables, else on ``async_runner`` (worker)."""
+        self._view_ticket += 1
+        ticket = self._view_ticket
+        if self.async_runner is None or self._n < self.async_rows:
+            self._apply_view(self._compute_view(), ticket)
+            return
+        generation = self._generation
+
+        def done(view: np.ndarray) -> None:
+            if ticket != self._view_ticket:  # a newer request is under way
+                return
+            if generation != self._generation:  # rows changed meanwhile: compute again
+                self._relayout()
+            else:
+                self._apply_view(view, ticket)
+
+        self.async_runner(self._compute_view, done)
+
+    @property
+    def view_pending(self) -> bool:
+        """True while a requested sort/filter has not been applied yet."""
+        return self._applied_ticket != self._view_ticket
+
+    def _apply_view(self, view: np.ndarray, ticket: int) -> None:
+        self._applied_ticket = ticket
         self.layoutAboutToBeChanged.emit()
         old = self._view
-        self._view = self._compute_view()
+        self._view = view
         self._natural = self._sort_col < 0 and not self._filters.active
         self._remap_persistent(old, self._view)
         self.layoutChanged.emit()
