@@ -419,7 +419,7 @@ def seed_demo(
                 row.update(
                     option_type=OptionType.CALL if k % 2 else OptionType.PUT,
                     strike=Decimal(str(strike)),
-                    expiry_date=start - dt.timedelta(days=5),
+                    expiry_date=max(start - dt.timedelta(days=5), trade_date),
                     exercise_style=ExerciseStyle.EUROPEAN if k % 4 else ExerciseStyle.ASIAN,
                     premium=Decimal(str(round(max(price * 0.04, 0.001), 3))),
                 )

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import enum
 import os
 import tempfile
-import uuid
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +32,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from app.models.enums import _Labelled
 from app.models.repository import RefData, TradeRecord
 from app.services.trading import REQUIRED, TRADE_FIELDS, TradingService
 
@@ -154,18 +153,15 @@ def _excel_cell(v: Any) -> Any:
 
 def _xlsx_records(path: Path) -> list[tuple[int, list[Any]]]:
     from openpyxl import load_workbook
-    from openpyxl.utils.exceptions import InvalidFileException
 
     try:
         with warnings.catch_warnings():
             # openpyxl warns about styles/extensions it does not understand; they do not matter.
             warnings.simplefilter("ignore", UserWarning)
             wb = load_workbook(path, read_only=True, data_only=True)
-    except (InvalidFileException, KeyError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError | PermissionError):
-            raise
-        raise ValueError(f"{path.name} is not a readable .xlsx workbook: {exc}") from None
-    except Exception as exc:  # zipfile.BadZipFile and friends from a corrupt file
+    except OSError:
+        raise
+    except Exception as exc:  # BadZipFile, InvalidFileException, KeyError: not an .xlsx inside
         raise ValueError(f"{path.name} is not a readable .xlsx workbook: {exc}") from None
     try:
         ws = wb.worksheets[0]
@@ -276,25 +272,14 @@ def format_decimal(d: Decimal) -> str:
     return text
 
 
-def _enum_text(member: _Labelled) -> str:
-    # The label, unless from_text cannot read it back (it normalises '-' in the input but not
-    # in labels, so "Fixed-for-floating swap" fails); the name always parses back.
-    try:
-        if type(member).from_text(member.label) is member:
-            return member.label
-    except ValueError:
-        pass
-    return member.name
-
-
 def _export_row(rec: TradeRecord, ref: RefData) -> dict[str, Any]:
     """A record as typed export values (Decimal, date, str) keyed by ``trade_id`` + COLUMNS."""
 
     def opt(v: Any) -> Any:
         if v is None:
             return ""
-        if isinstance(v, _Labelled):
-            return _enum_text(v)
+        if isinstance(v, enum.Enum):
+            return v.label  # type: ignore[attr-defined]
         return v
 
     return {
@@ -408,11 +393,3 @@ def export_trades(
     else:
         _atomic_write(p, lambda tmp: _write_xlsx(rows, header, tmp))
     return len(rows)
-
-
-def parse_trade_id(text: Any) -> uuid.UUID | None:
-    """The UUID in a ``trade_id`` cell, or None when blank or not a UUID (for tracing only)."""
-    try:
-        return uuid.UUID(str(text).strip()) if not _empty(text) else None
-    except ValueError:
-        return None
