@@ -184,7 +184,8 @@ def test_check_digits_outside_02_to_98_are_rejected(prefix: str, check: str, ali
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "5493001KJTIIGC8Y1", "5493001KJTIIGC8Y1RX", "5493001kjtiigc8y1r", "5493001KJTIIGC8Y-R"]
+    "bad",
+    ["", "5493001KJTIIGC8Y1", "5493001KJTIIGC8Y1RX", "5493001kjtiigc8y1r", "5493001KJTIIGC8Y-R"],
 )
 def test_with_check_digits_rejects_bad_prefix(bad: str) -> None:
     with pytest.raises(ValueError, match="18 upper-case letters or digits"):

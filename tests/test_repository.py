@@ -7,6 +7,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,9 @@ def test_insert_stores_exact_decimals(desk: Desk) -> None:
         got = TradeRepository(other).get(rec.trade_uuid)
         with other.engine.connect() as conn:
             raw = conn.execute(
-                text("SELECT quantity, price, strike FROM trade WHERE id = (SELECT MAX(id) FROM trade)")
+                text(
+                    "SELECT quantity, price, strike FROM trade WHERE id = (SELECT MAX(id) FROM trade)"
+                )
             ).one()
     finally:
         other.close()
@@ -121,7 +124,9 @@ def test_insert_stores_exact_decimals(desk: Desk) -> None:
         ("price", Decimal("3.10"), "3.100000"),
     ],
 )
-def test_decimal_edge_values_round_trip(desk: Desk, field: str, value: Decimal, stored: str) -> None:
+def test_decimal_edge_values_round_trip(
+    desk: Desk, field: str, value: Decimal, stored: str
+) -> None:
     rec = desk.repo.insert_trades([desk.econ(**{field: value})], "alice")[0]
     got = getattr(desk.repo.get(rec.trade_uuid), field)
     assert got == value
@@ -294,7 +299,8 @@ def blotter_desk(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> tuple[Desk, lis
     cancelled = desk.repo.new_version(
         recs[3].trade_uuid, 1, "bob", {"comment": "oops"}, status=TradeStatus.CANCELLED
     )
-    current = [amended, recs[1], recs[2], cancelled, recs[4]]
+    # Ordered by row id: new versions are new rows, so they come after untouched trades.
+    current = [recs[1], recs[2], recs[4], amended, cancelled]
     assert desk.repo.current_records() == current
     return desk, current
 
@@ -321,20 +327,20 @@ def test_blotter_known_values(blotter_desk: tuple[Desk, list[TradeRecord]]) -> N
     """A few cells pinned to literal values, independent of any helper."""
     desk, current = blotter_desk
     rows = {r["trade_uuid"]: r for r in _rows(list(desk.repo.blotter_chunks()))}
-    power = rows[current[2].trade_uuid.hex]
+    power = rows[current[1].trade_uuid.hex]
     assert power["trade_date"] == -1  # 1969-12-31
-    assert power["delivery_start"] == 17897  # 2019-01-01 is day 17897, plus 8 years - see below
-    option = rows[current[1].trade_uuid.hex]
+    assert power["delivery_start"] == 20819  # 2027-01-01: 57 * 365 + 14 leap days
+    option = rows[current[0].trade_uuid.hex]
     assert option["strike"] == 3_250_000
     assert option["option_type"] == 1  # PUT is the second OptionType
     assert option["quantity"] == 30_000_000
     assert option["price"] == 3_415_000
     assert option["side"] == 1
-    cancelled = rows[current[3].trade_uuid.hex]
+    cancelled = rows[current[4].trade_uuid.hex]
     assert cancelled["status"] == 7 and cancelled["version"] == 2
     assert power["price"] == -12_345_678
     assert power["quantity"] == 720_500
-    amended = rows[current[0].trade_uuid.hex]
+    amended = rows[current[3].trade_uuid.hex]
     # 2026-11-24 09:30:07.8 UTC (the second clock tick) -> whole seconds, truncated
     assert amended["updated_at"] == 1795512607
     assert amended["version"] == 2 and amended["price"] == 80_500_000
@@ -367,11 +373,11 @@ def test_blotter_cancelled_callback_stops(blotter_desk: tuple[Desk, list[TradeRe
 
 def test_blotter_by_uuid(blotter_desk: tuple[Desk, list[TradeRecord]]) -> None:
     desk, current = blotter_desk
-    wanted = [current[3].trade_uuid, current[1].trade_uuid]
+    wanted = [current[4].trade_uuid, current[0].trade_uuid]
     rows = _rows(list(desk.repo.blotter_chunks(trade_uuids=wanted)))
     assert sorted(r["trade_uuid"] for r in rows) == sorted(u.hex for u in wanted)
     by_uuid = {r.pop("trade_uuid"): r for r in rows}
-    for rec in (current[1], current[3]):
+    for rec in (current[0], current[4]):
         expected = _expected_row(rec)
         expected.pop("trade_uuid")
         got = by_uuid[rec.trade_uuid.hex]
@@ -448,11 +454,10 @@ def test_seed_demo(any_store: Store) -> None:
     assert len({c.lei for c in demo_cps}) == 12
     for cp in demo_cps:
         assert is_valid_lei(cp.lei), cp
-    # Amounts are realistic: within the product band and a few lots at most.
     assert all(Decimal(0) < t.quantity for t in trades)
 
 
-def test_seed_demo_is_deterministic(any_store: Store, tmp_path: Any) -> None:
+def test_seed_demo_is_deterministic(any_store: Store, tmp_path: Path) -> None:
     today = dt.date(2026, 11, 24)
     seed_demo(any_store, 50, today=today)
     other = Store.open_file(tmp_path / "other.db")

@@ -294,10 +294,7 @@ def test_full_disk_rolls_back_and_keeps_committed_data(tmp_path: Path) -> None:
         book_id, cp_id, product_id = add_desk(store)
         repo = TradeRepository(store)
         committed = repo.insert_trades(
-            [
-                economics(book_id, cp_id, product_id, quantity=Decimal(n + 1))
-                for n in range(40)
-            ],
+            [economics(book_id, cp_id, product_id, quantity=Decimal(n + 1)) for n in range(40)],
             "alice",
         )
         limits: list[int] = []

@@ -22,6 +22,7 @@ class _Labelled(enum.Enum):
 
         Raises ``ValueError`` listing the accepted values when nothing matches.
         """
+
         def norm(s: str) -> str:
             return " ".join(s.strip().lower().replace("-", " ").replace("_", " ").split())
 

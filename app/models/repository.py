@@ -195,7 +195,8 @@ def _blotter_sql(dialect: str, where: str) -> str:
         def days(c: str) -> str:
             return f"({c} - DATE '1970-01-01')"
 
-        secs = "CAST(EXTRACT(EPOCH FROM updated_at) AS BIGINT)"
+        # FLOOR: a cast rounds to the nearest second; SQLite's strftime('%s') truncates.
+        secs = "CAST(FLOOR(EXTRACT(EPOCH FROM updated_at)) AS BIGINT)"
         uid = "replace(CAST(trade_uuid AS TEXT), '-', '')"
     cols = [
         "id",

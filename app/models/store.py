@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,14 @@ class Store:
             err = translate_error(exc, self.where) if isinstance(exc, DBAPIError) else None
             if err is not None:
                 raise err from exc
+            if (
+                isinstance(exc, StatementError)
+                and not isinstance(exc, DBAPIError)
+                and isinstance(exc.orig, ValueError)
+            ):
+                # A column type rejected a value (e.g. too many decimal places): SQLAlchemy wraps
+                # it in StatementError; callers get the documented ValueError.
+                raise exc.orig from exc
             raise
         finally:
             session.close()
