@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check app tests installer tools
 	$(BIN)/ruff format --check app tests
 	$(BIN)/lint-imports
+	$(BIN)/mypy app
 
 # Whole suite offscreen; the PostgreSQL fixture starts a throw-away server itself.
 test: $(STAMP) lint

@@ -338,7 +338,6 @@ def seed_demo(
     codes = list(spec)
     cp_ids = np.array([cps[c[0]] for c in COUNTERPARTIES])
     first_month = _month_add(today, 1)
-    table = Trade.__table__
     written = 0
     q_scale, p_scale = 10**QUANTITY_PLACES, 10**PRICE_PLACES
     statuses = [
@@ -425,7 +424,7 @@ def seed_demo(
                 )
             rows.append(row)
         with store.session() as s:
-            s.execute(insert(table), rows)
+            s.execute(insert(Trade), rows)
         written += n
         if progress is not None:
             progress(written / n_trades)

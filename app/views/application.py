@@ -67,7 +67,8 @@ def run_gui(
     log_path = setup_logging(settings.log_dir)
     install_excepthooks()
     qInstallMessageHandler(_qt_message)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     app.setApplicationName("QuantaEnergi Workstation")
     app.setOrganizationName("QuantaEnergi")
 

@@ -85,10 +85,13 @@ class BlotterPanel(QWidget):
         super().__init__(parent)
         self.runner = runner
         self.model = BlotterModel(self)
+
         # Sorting/filtering a big blotter runs on a worker; the latest request wins.
-        self.model.async_runner = lambda fn, done: runner.submit(
-            "Sorting / filtering blotter", lambda _ctx: fn(), on_result=done, key="blotter-view"
-        )
+        def run_view_job(fn: Any, done: Any) -> None:
+            runner.submit("Sorting / filtering blotter", lambda _ctx: fn(), on_result=done,
+                          key="blotter-view")  # fmt: skip
+
+        self.model.async_runner = run_view_job
         self.table = QTableView()
         self.table.setObjectName("blotter_table")
         self.table.setModel(self.model)
@@ -137,9 +140,10 @@ class BlotterPanel(QWidget):
             self.combos[key] = box
             bar.addWidget(box, 1)
         self.date_on = QCheckBox("Traded")
-        self.date_from = QDateEdit(QDate.currentDate().addMonths(-1), calendarPopup=True)
-        self.date_to = QDateEdit(QDate.currentDate(), calendarPopup=True)
+        self.date_from = QDateEdit(QDate.currentDate().addMonths(-1))
+        self.date_to = QDateEdit(QDate.currentDate())
         for w in (self.date_from, self.date_to):
+            w.setCalendarPopup(True)
             w.setDisplayFormat("yyyy-MM-dd")
             w.setEnabled(False)
             w.dateChanged.connect(lambda _d: self.apply_filters())
@@ -148,11 +152,13 @@ class BlotterPanel(QWidget):
         bar.addWidget(self.date_from)
         bar.addWidget(QLabel("–"))
         bar.addWidget(self.date_to)
-        cols = QToolButton(text="Columns")
+        cols = QToolButton()
+        cols.setText("Columns")
         cols.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         cols.clicked.connect(lambda: self._columns_menu().exec(cols.mapToGlobal(
             cols.rect().bottomLeft())))  # fmt: skip
-        export = QToolButton(text="Export")
+        export = QToolButton()
+        export.setText("Export")
         export.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         em = QMenu(export)
         em.addAction("Visible rows to CSV…", lambda: self.export_dialog(".csv"))

@@ -98,4 +98,5 @@ class LogPanel(QWidget):
         self.sig_alert.emit("")
 
     def messages(self) -> list[str]:
-        return [self.tree.topLevelItem(i).text(3) for i in range(self.tree.topLevelItemCount())]
+        items = (self.tree.topLevelItem(i) for i in range(self.tree.topLevelItemCount()))
+        return [it.text(3) for it in items if it is not None]

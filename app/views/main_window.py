@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
@@ -162,7 +163,7 @@ class MainWindow(QMainWindow):
                          (self.delete_menu, self.delete_workspace)):  # fmt: skip
             menu.clear()
             for name in names:
-                menu.addAction(name, lambda n=name, fn=fn: fn(n))
+                menu.addAction(name, functools.partial(fn, name))
             menu.setEnabled(bool(names))
 
     # -- layout --------------------------------------------------------------------------------
@@ -361,7 +362,7 @@ class MainWindow(QMainWindow):
             return f"Exported {len(records):,} trades to {path}"
 
         self.ctx.runner.submit("Export trades", work, on_result=self.show_message,
-                               on_error=lambda m: QMessageBox.warning(self, "Export", m))  # fmt: skip
+                               on_error=lambda m: self._warn("Export", m))  # fmt: skip
 
     def reseed_demo(self) -> None:
         self._demo_job(reseed=True)
@@ -392,12 +393,15 @@ class MainWindow(QMainWindow):
             ctx.bus.publish(TRADES_RELOAD)
 
         ctx.runner.submit("Demo data", work, on_result=done,
-                          on_error=lambda m: QMessageBox.warning(self, "Demo data", m))  # fmt: skip
+                          on_error=lambda m: self._warn("Demo data", m))  # fmt: skip
 
     def about(self) -> None:
         QMessageBox.about(self, "About QuantaEnergi Workstation",
                           f"QuantaEnergi Workstation {__version__}\n\nData directory: "
                           f"{self.ctx.settings.data_dir}\nLog file: {self.ctx.settings.log_dir}")  # fmt: skip
+
+    def _warn(self, title: str, message: str) -> None:
+        QMessageBox.warning(self, title, message)
 
     def show_message(self, text: str) -> None:
         self.statusBar().showMessage(text, 8000)
