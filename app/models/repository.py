@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, false, func, select, update
 
 from app.models.entities import Book, Counterparty, Product, Trade
 from app.models.enums import (
@@ -33,6 +33,17 @@ from app.models.types import utcnow
 
 #: Sentinel for "no value" in integer blotter columns.
 NULL_INT = np.iinfo(np.int64).min
+
+
+def _current_version_of(trade_uuid: uuid.UUID) -> ColumnElement[bool]:
+    """WHERE clause for the current version of one trade, found through the trade_uuid index.
+
+    Without planner statistics (SQLite stores are never ANALYZEd) SQLite answers
+    ``trade_uuid = ? AND is_current`` through ix_trade_current (is_current, id), i.e. by scanning
+    every current trade: ~0.2 s per lookup at a million trades. Wrapping ``is_current`` in an
+    expression keeps it out of index selection; PostgreSQL picks the UUID index either way.
+    """
+    return and_(Trade.trade_uuid == trade_uuid, func.coalesce(Trade.is_current, false()).is_(True))
 
 
 class StaleVersionError(Exception):
@@ -198,6 +209,10 @@ def _blotter_sql(dialect: str, where: str) -> str:
         # FLOOR: a cast rounds to the nearest second; SQLite's strftime('%s') truncates.
         secs = "CAST(FLOOR(EXTRACT(EPOCH FROM updated_at)) AS BIGINT)"
         uid = "replace(CAST(trade_uuid AS TEXT), '-', '')"
+    # With a WHERE on trade_uuid, SQLite would still read through ix_trade_current (every
+    # current trade, ~0.4 s per query at 1M trades); unary + keeps is_current out of index
+    # selection so the trade_uuid index is used (see _current_version_of).
+    current = "+is_current" if dialect == "sqlite" and where else "is_current"
     cols = [
         "id",
         uid,
@@ -220,7 +235,7 @@ def _blotter_sql(dialect: str, where: str) -> str:
         "updated_by",
         secs,
     ]
-    return f"SELECT {', '.join(cols)} FROM trade WHERE is_current = TRUE{where} ORDER BY id"
+    return f"SELECT {', '.join(cols)} FROM trade WHERE {current} = TRUE{where} ORDER BY id"
 
 
 def columns_from_rows(rows: Sequence[tuple[Any, ...]]) -> dict[str, np.ndarray]:
@@ -313,9 +328,7 @@ class TradeRepository:
         (someone amended it meanwhile) and :class:`TradeNotFoundError` for an unknown UUID.
         """
         with self.store.session() as s:
-            cur = s.scalars(
-                select(Trade).where(Trade.trade_uuid == trade_uuid, Trade.is_current.is_(True))
-            ).one_or_none()
+            cur = s.scalars(select(Trade).where(_current_version_of(trade_uuid))).one_or_none()
             if cur is None:
                 raise TradeNotFoundError(str(trade_uuid))
             if cur.version != expected_version:
@@ -352,9 +365,7 @@ class TradeRepository:
     def get(self, trade_uuid: uuid.UUID) -> TradeRecord:
         """The current version of a trade."""
         with self.store.session() as s:
-            t = s.scalars(
-                select(Trade).where(Trade.trade_uuid == trade_uuid, Trade.is_current.is_(True))
-            ).one_or_none()
+            t = s.scalars(select(Trade).where(_current_version_of(trade_uuid))).one_or_none()
             if t is None:
                 raise TradeNotFoundError(str(trade_uuid))
             return TradeRecord.from_orm(t)
