@@ -147,6 +147,20 @@ def test_upsert_keeps_sort_filter_and_selection(qtbot, loaded) -> None:  # type:
     assert model.text(row, COLUMN_INDEX["version"]) == "2"
     assert model.row_of_trade(uuid.uuid4().hex) == -1
 
+    # A second burst merges against the keys kept from the first one; with a filter on too.
+    model.set_text_filter("gulf")
+    more = [repo.get(recs[i].trade_uuid) for i in rng.choice(len(recs), 30, replace=False)]
+    for rec in more:
+        repo.new_version(rec.trade_uuid, rec.version, "t", {"price": rec.price * 2})
+    model.upsert(repo.blotter_rows([r.trade_uuid for r in more]))
+    prices = [int(model._cols["price"][model._view[i]]) for i in range(model.rowCount())]
+    assert prices == sorted(prices, reverse=True)
+    ref = repo.reference_data()
+    brute = sorted((int(r.price * 10**6) for r in repo.current_records()
+                    if "gulf" in ref.counterparties[r.counterparty_id].name.lower()),
+                   reverse=True)  # fmt: skip
+    assert prices == brute
+
 
 def test_big_tables_sort_and_filter_off_the_gui_thread(qtbot, loaded) -> None:  # type: ignore[no-untyped-def]
     import threading

@@ -432,6 +432,13 @@ class TradeRepository:
         finally:
             raw.close()
 
+    def blotter_rows(self, trade_uuids: Iterable[uuid.UUID]) -> dict[str, np.ndarray]:
+        """Current versions of ``trade_uuids`` as ONE set of blotter columns (for updates)."""
+        chunks = list(self.blotter_chunks(trade_uuids=trade_uuids))
+        if not chunks:
+            return columns_from_rows([])
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
     def _blotter_by_uuid(
         self, ids: list[uuid.UUID], dialect: str
     ) -> Iterator[dict[str, np.ndarray]]:

@@ -10,6 +10,7 @@ indexes are remapped, so the selection, current cell and scroll position survive
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +136,8 @@ class BlotterModel(QAbstractTableModel):
         #: Tables with at least this many rows sort and filter through ``async_runner``.
         self.async_rows = 100_000
         self._view_ticket = self._applied_ticket = 0
+        self._order_cache: tuple[int, int, Qt.SortOrder, np.ndarray] | None = None
+        self._view_keys: np.ndarray | None = None  # sort key of each view row, if known
         self._alloc(1024)
 
     # -- storage ------------------------------------------------------------------------------
@@ -156,18 +159,15 @@ class BlotterModel(QAbstractTableModel):
     def _encode_cat(self, key: str, values: np.ndarray) -> np.ndarray:
         codes = self._cat_code[key]
         cats = self._cats[key]
-        out = np.empty(len(values), dtype=np.int32)
-        for i, v in enumerate(values):
-            c = codes.get(v)
-            if c is None:
-                c = codes[v] = len(cats)
-                cats.append(str(v))
-            out[i] = c
-        return out
+        for v in set(values.tolist()) - codes.keys():  # few distinct values per chunk
+            codes[v] = len(cats)
+            cats.append(str(v))
+        return np.fromiter(map(codes.__getitem__, values), dtype=np.int32, count=len(values))
 
     def set_refdata(self, ref: RefData) -> None:
         """Names for book/counterparty/product ids and product -> commodity."""
         self._ref = ref
+        self._order_cache = self._view_keys = None  # label ranks may change
         self._ref_names = {
             "book_id": {k: v.name for k, v in ref.books.items()},
             "counterparty_id": {k: v.name for k, v in ref.counterparties.items()},
@@ -193,6 +193,8 @@ class BlotterModel(QAbstractTableModel):
     # -- loading and updates ------------------------------------------------------------------
     def clear(self) -> None:
         self.beginResetModel()
+        self._order_cache = None
+        self._view_keys = None
         self._n = 0
         self._row_of.clear()
         self._view = np.zeros(0, dtype=np.int64)
@@ -214,15 +216,15 @@ class BlotterModel(QAbstractTableModel):
         if m == 0:
             return 0, 0
         self._generation += 1
-        rows = np.fromiter((self._row_of.get(u, -1) for u in uuids), dtype=np.int64, count=m)
+        rows = np.fromiter(map(self._row_of.get, uuids, itertools.repeat(-1)), dtype=np.int64,
+                           count=m)  # fmt: skip
         is_new = rows < 0
         n_new = int(is_new.sum())
         if n_new:
             if self._n + n_new > self._cap:
                 self._alloc(max(self._cap * 2, self._n + n_new))
             rows[is_new] = np.arange(self._n, self._n + n_new)
-            for u, r in zip(uuids[is_new], rows[is_new], strict=True):
-                self._row_of[u] = int(r)
+            self._row_of.update(zip(uuids[is_new].tolist(), rows[is_new].tolist(), strict=True))
         for key, values in chunk.items():
             if key in self._cats:
                 values = self._encode_cat(key, values)
@@ -237,6 +239,7 @@ class BlotterModel(QAbstractTableModel):
             if n_new:
                 self.beginInsertRows(QModelIndex(), old_n, self._n - 1)
                 self._view = np.arange(self._n, dtype=np.int64)
+                self._view_keys = None
                 self.endInsertRows()
         else:
             self._merge_into_view(rows)
@@ -258,16 +261,25 @@ class BlotterModel(QAbstractTableModel):
         old_view = self._view
         flag = np.zeros(self._n, dtype=bool)
         flag[rows] = True
-        keep = old_view[~flag[old_view]]
+        kept = ~flag[old_view]
+        keep = old_view[kept]
         cand = rows[self._passes(rows)]
-        key = self._sort_key()
-        if key is None:  # unsortable incrementally: full recompute
-            new_view = self._compute_view()
+        cand_keys = self._sort_key(cand)
+        if cand_keys is None:  # unsortable incrementally: full recompute
+            new_view, new_keys = self._compute_view(), None
         else:
-            cand = cand[np.argsort(key[cand], kind="stable")]
-            pos = np.searchsorted(key[keep], key[cand], side="right")
+            # Keys of the current view are kept alongside it: no random gather over 1M rows.
+            if self._view_keys is None or len(self._view_keys) != len(old_view):
+                self._view_keys = self._sort_key(old_view)
+            assert self._view_keys is not None
+            keep_keys = self._view_keys[kept]
+            order = np.argsort(cand_keys, kind="stable")
+            cand, cand_keys = cand[order], cand_keys[order]
+            pos = np.searchsorted(keep_keys, cand_keys, side="right")
             new_view = np.insert(keep, pos, cand)
+            new_keys = np.insert(keep_keys, pos, cand_keys)
         self._view = new_view
+        self._view_keys = new_keys
         self._remap_persistent(old_view, new_view)
         self.layoutChanged.emit()
 
@@ -286,15 +298,18 @@ class BlotterModel(QAbstractTableModel):
         self.changePersistentIndexList(old, new)
 
     # -- sorting and filtering ----------------------------------------------------------------
-    def _sort_key(self) -> np.ndarray | None:
-        """int64 key per row, ascending == view order; None if it needs a full recompute."""
+    def _sort_key(self, rows: np.ndarray | None = None) -> np.ndarray | None:
+        """int64 sort key of ``rows`` (None: all rows), ascending == view order.
+
+        ``None`` when the sort column cannot be merged incrementally (trade id strings).
+        """
         n = self._n
         if self._sort_col < 0:
-            return np.arange(n, dtype=np.int64)
+            return np.arange(n, dtype=np.int64) if rows is None else rows.astype(np.int64)
         col = COLUMNS[self._sort_col]
-        data = self._cols[col.key][:n]
         if col.kind == "uuid":
             return None
+        data = self._cols[col.key][:n] if rows is None else self._cols[col.key][rows]
         if col.kind in ("int", "scaled", "date", "ts"):
             key = data.astype(np.int64, copy=True)
             key[key == NULL_INT] = _NULL_KEY
@@ -318,29 +333,37 @@ class BlotterModel(QAbstractTableModel):
         top = max(names, default=0) + 1
         return [names.get(i, str(i)) for i in range(top)]
 
-    def _passes(self, rows: np.ndarray) -> np.ndarray:
-        """Boolean mask: which of ``rows`` pass the current filters."""
+    def _passes(self, rows: np.ndarray | None) -> np.ndarray:
+        """Boolean mask: which of ``rows`` (None: every row, in row order) pass the filters."""
         f = self._filters
-        ok = np.ones(len(rows), dtype=bool)
+        n = self._n if rows is None else len(rows)
+
+        def col(key: str) -> np.ndarray:  # row order reads memory sequentially: much faster
+            return self._cols[key][:n] if rows is None else self._cols[key][rows]
+
+        ok = np.ones(n, dtype=bool)
         if f.codes:
             for key, allowed in f.codes.items():
-                ok &= np.isin(self._cols[key][rows], list(allowed))
+                ok &= np.isin(col(key), list(allowed))
         if f.trade_date_from is not None:
-            ok &= self._cols["trade_date"][rows] >= (f.trade_date_from - EPOCH).days
+            ok &= col("trade_date") >= (f.trade_date_from - EPOCH).days
         if f.trade_date_to is not None:
-            ok &= self._cols["trade_date"][rows] <= (f.trade_date_to - EPOCH).days
+            ok &= col("trade_date") <= (f.trade_date_to - EPOCH).days
         if f.text:
-            ok &= self._text_mask(rows, f.text.casefold())
+            ok &= self._text_mask(col, n, f.text.casefold())
         return ok
 
-    def _text_mask(self, rows: np.ndarray, needle: str) -> np.ndarray:
-        hit = np.zeros(len(rows), dtype=bool)
+    def _text_mask(self, col_of: Callable[[str], np.ndarray], n: int, needle: str) -> np.ndarray:
+        hit = np.zeros(n, dtype=bool)
+        could_be_id = all(ch in "0123456789abcdef" for ch in needle)
         for key in TEXT_FILTER_KEYS:
             col = COLUMNS[COLUMN_INDEX[key]]
-            data = self._cols[key][rows]
             if col.kind == "uuid":
-                hit |= np.fromiter((needle in u for u in data), dtype=bool, count=len(rows))
+                if could_be_id:  # trade ids are lower-case hex
+                    data = col_of(key)
+                    hit |= np.fromiter((needle in u for u in data), dtype=bool, count=n)
                 continue
+            data = col_of(key)
             labels = [m.label for m in col.enum] if col.kind == "enum" else self._labels(col)
             codes = [i for i, lab in enumerate(labels) if needle in lab.casefold()]
             if codes:
@@ -349,6 +372,18 @@ class BlotterModel(QAbstractTableModel):
 
     def _compute_view(self) -> np.ndarray:
         n = self._n
+        generation, sort_col, sort_order = self._generation, self._sort_col, self._sort_order
+        cached = self._order_cache
+        if cached is not None and cached[:3] == (generation, sort_col, sort_order):
+            rows = cached[3]  # only the filter changed: no re-sort
+        else:
+            rows = self._sorted_rows(n)
+            self._order_cache = (generation, sort_col, sort_order, rows)
+        if self._filters.active:
+            rows = rows[self._passes(None)[rows]]
+        return rows
+
+    def _sorted_rows(self, n: int) -> np.ndarray:
         rows = np.arange(n, dtype=np.int64)
         if self._sort_col >= 0:
             col = COLUMNS[self._sort_col]
@@ -361,8 +396,6 @@ class BlotterModel(QAbstractTableModel):
                 assert key is not None
                 order = np.argsort(key, kind="stable")
             rows = order.astype(np.int64)
-        if self._filters.active:
-            rows = rows[self._passes(rows)]
         return rows
 
     def _relayout(self) -> None:
@@ -394,6 +427,7 @@ class BlotterModel(QAbstractTableModel):
         self.layoutAboutToBeChanged.emit()
         old = self._view
         self._view = view
+        self._view_keys = None
         self._natural = self._sort_col < 0 and not self._filters.active
         self._remap_persistent(old, self._view)
         self.layoutChanged.emit()

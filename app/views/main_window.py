@@ -38,7 +38,7 @@ from app.views.log_dock import LogPanel, QtLogHandler
 log = logging.getLogger(__name__)
 
 FIRST_CHUNK_ROWS = 20_000  # small first chunk: the blotter paints before the store is read
-CHUNK_ROWS = 200_000
+CHUNK_ROWS = 100_000  # each append holds the GUI thread: keep it short
 
 
 @dataclass
@@ -296,14 +296,13 @@ class MainWindow(QMainWindow):
         ids, self._pending = list(self._pending), set()
         repo = self.ctx.repo
 
-        def load(_jc: JobContext) -> list[dict[str, Any]]:
-            return list(repo.blotter_chunks(trade_uuids=ids))
+        def load(_jc: JobContext) -> dict[str, Any]:
+            return repo.blotter_rows(ids)
 
         self.ctx.runner.submit("Refreshing trades", load, on_result=self._apply_updates)
 
-    def _apply_updates(self, chunks: list[dict[str, Any]]) -> None:
-        for chunk in chunks:
-            self.blotter.model.upsert(chunk)
+    def _apply_updates(self, rows: dict[str, Any]) -> None:
+        self.blotter.model.upsert(rows)  # one merge for the whole burst
         self.blotter.update_count()
         self._update_store_status()
         if self._select_after and self.blotter.select_trade(self._select_after):

@@ -446,13 +446,12 @@ def test_bench_blotter(qtbot: QtBot, qapp: QApplication, run_copy: Path) -> None
                              {"price": Decimal(p).scaleb(-PRICE_PLACES)})  # fmt: skip
         t_write = time.perf_counter() - t
         t = time.perf_counter()
-        burst = list(repo.blotter_chunks(trade_uuids=[uuid.UUID(hex=u) for u in uuids]))
+        burst = repo.blotter_rows([uuid.UUID(hex=u) for u in uuids])
         t_read = time.perf_counter() - t
-        assert sum(len(c["row_id"]) for c in burst) == BURST
+        assert len(burst["row_id"]) == BURST
 
         t = time.perf_counter()  # as MainWindow._apply_updates, then the repaint
-        for c in burst:
-            model.upsert(c)
+        model.upsert(burst)
         panel.update_count()
         t_upsert = time.perf_counter() - t
         paint(app, table)
@@ -467,7 +466,7 @@ def test_bench_blotter(qtbot: QtBot, qapp: QApplication, run_copy: Path) -> None
         assert set(model._cols["version"][rows_now].tolist()) == {2}
         rep.add(f"Burst: write {BURST:,} amendments (repo.new_version each)", t_write,
                 note=f"{t_write / BURST * 1000:.1f} ms per amendment, one transaction each")  # fmt: skip
-        rep.add(f"Burst: read them (blotter_chunks(trade_uuids=...), {len(burst)} chunks)",
+        rep.add("Burst: read them (repo.blotter_rows(trade_uuids))",
                 t_read)  # fmt: skip
         rep.add(f"BURST APPLIED: upsert {BURST:,} rows, sorted + selection (until painted)",
                 t_apply, target=0.1, note=f"upserts {t_upsert * 1000:.0f} ms + events/paint "
