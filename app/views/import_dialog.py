@@ -89,7 +89,7 @@ class ImportPreviewModel(QAbstractTableModel):
 
 
 def summary_text(preview: ImportPreview) -> str:
-    """The one-line summary shown above the preview table."""
+    """The summary shown above the preview table (ignored columns on a second line)."""
     n = len(preview.rows)
     rows = f"{n} row{'s' if n != 1 else ''}"
     if preview.n_bad:
@@ -101,7 +101,7 @@ def summary_text(preview: ImportPreview) -> str:
         text = f"{rows}, all valid: Import stores them as {n} new trades in one step"
     if preview.ignored_columns:
         text += (
-            f". Ignored columns: {', '.join(preview.ignored_columns)}"
+            f".\nIgnored columns: {', '.join(preview.ignored_columns)}"
             " (an import always creates new trades)"
         )
     return text
