@@ -192,3 +192,94 @@ def test_job_runner_progress_cancel_and_error(qtbot: QtBot, tmp_path: Path):
     qtbot.waitUntil(lambda: not first.active and not second.active, timeout=10_000)
     assert results == [2]  # the superseded job's late result never lands
     assert runner.shutdown()
+
+
+def test_reseed_and_clear_demo_from_the_menu_actions(qtbot: QtBot, tmp_path: Path):
+    win = open_window(qtbot, tmp_path / "data")
+    model = win.blotter.model
+    dlg = TicketDialog(win.ctx.trading, parent=win)
+    qtbot.addWidget(dlg)
+    _fill_ticket(qtbot, dlg, "100", "35", "Meridian Gas Supply Ltd")
+    dlg.book.setCurrentText("DEMO Gas")
+    dlg.submit()
+    assert dlg.saved is not None
+    qtbot.waitUntil(lambda: model.total_rows == 5001, timeout=10_000)
+
+    win.reseed_demo()  # demo trades replaced, including the one booked in a DEMO book
+    qtbot.waitUntil(lambda: model.total_rows == 5000 and not win.ctx.runner.active_jobs,
+                    timeout=30_000)  # fmt: skip
+    assert model.row_of_trade(dlg.saved.trade_uuid.hex) == -1
+
+    win._demo_job(reseed=False)  # what "Clear demo data" runs once confirmed
+    qtbot.waitUntil(lambda: model.total_rows == 0 and not win.ctx.runner.active_jobs,
+                    timeout=30_000)  # fmt: skip
+    assert win.ctx.repo.count_current() == 0
+    assert win.blotter.count_label.text() == "0 trades"
+    close_window(win)
+
+
+def test_export_all_then_import_through_the_window(qtbot: QtBot, tmp_path: Path):
+    from app.services.trade_io import read_rows
+
+    win = open_window(qtbot, tmp_path / "data")
+    out = tmp_path / "all.csv"
+    win.export_trades(str(out))
+    qtbot.waitUntil(lambda: out.exists() and not win.ctx.runner.active_jobs, timeout=30_000)
+    rows = read_rows(out)
+    assert len(rows) == 5000
+    small = tmp_path / "ten.csv"
+    lines = out.read_text(encoding="utf-8-sig").splitlines()
+    small.write_text("\n".join(lines[:11]) + "\n", encoding="utf-8")
+
+    from app.views import import_dialog
+
+    accepted: list[int] = []
+
+    class AutoImport(import_dialog.ImportDialog):
+        def exec(self) -> int:  # the user reviews the preview and clicks Import
+            self.import_button.click()
+            accepted.append(len(self.imported))
+            return 1
+
+    orig = import_dialog.ImportDialog
+    import_dialog.ImportDialog = AutoImport  # type: ignore[misc]
+    try:
+        win.import_trades(str(small))
+    finally:
+        import_dialog.ImportDialog = orig  # type: ignore[misc]
+    assert accepted == [10]
+    qtbot.waitUntil(lambda: win.blotter.model.total_rows == 5010, timeout=10_000)
+    close_window(win)
+
+
+def test_blotter_export_copy_and_filters_from_the_panel(qtbot: QtBot, tmp_path: Path):
+    from PySide6.QtGui import QGuiApplication
+
+    win = open_window(qtbot, tmp_path / "data")
+    panel = win.blotter
+    box = panel.combos["book_id"]
+    box.setCurrentIndex(box.findText("DEMO Oil"))
+    qtbot.waitUntil(lambda: not panel.model.view_pending)
+    n = panel.model.rowCount()
+    assert 0 < n < 5000
+    assert {panel.model.text(r, COLUMN_INDEX["book_id"]) for r in range(n)} == {"DEMO Oil"}
+    assert panel.count_label.text() == f"5,000 trades · showing {n:,}"
+    panel.table.selectRow(0)
+    text = panel.copy_selection()
+    assert QGuiApplication.clipboard().text() == text
+    assert text.splitlines()[0].startswith("Trade ID\tVer\tStatus")
+    out = tmp_path / "view.xlsx"
+    job = panel.export(out)
+    qtbot.waitUntil(lambda: not job.active, timeout=30_000)
+    assert len(read_rows_xlsx(out)) == n + 1
+    close_window(win)
+
+
+def read_rows_xlsx(path: Path) -> list[tuple[object, ...]]:
+    from openpyxl import load_workbook
+
+    wb = load_workbook(path, read_only=True)
+    try:
+        return list(wb.active.iter_rows(values_only=True))
+    finally:
+        wb.close()
