@@ -48,6 +48,8 @@ __all__ = [
     "REASON_OK",
     "REASON_ZERO_EXPIRY",
     "Greeks",
+    "american_black76",
+    "asian_turnbull_wakeman",
     "bachelier",
     "bachelier_greeks",
     "black76",
@@ -57,6 +59,8 @@ __all__ = [
     "implied_vol_bachelier_detail",
     "implied_vol_black76",
     "implied_vol_black76_detail",
+    "kirk_spread",
+    "margrabe",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -759,3 +763,10 @@ def implied_vol_bachelier(
         Implied normal volatility in price units per ``sqrt(year)``.
     """
     return implied_vol_bachelier_detail(price, F, K, T, r, call)[0]
+
+
+# The rest of the public option API lives in its own modules (they build on black76 above);
+# re-exported here so ``app.engine.options`` is the one place scripts import from.
+from app.engine.american import american_black76  # noqa: E402
+from app.engine.asian import asian_turnbull_wakeman  # noqa: E402
+from app.engine.spread import kirk_spread, margrabe  # noqa: E402
