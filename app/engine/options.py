@@ -34,11 +34,16 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtr
+
+if TYPE_CHECKING:  # served lazily by __getattr__ at the end of this module
+    from app.engine.american import american_black76
+    from app.engine.asian import asian_turnbull_wakeman
+    from app.engine.spread import kirk_spread, margrabe
 
 __all__ = [
     "REASON_ABOVE_UPPER_BOUND",
@@ -766,7 +771,20 @@ def implied_vol_bachelier(
 
 
 # The rest of the public option API lives in its own modules (they build on black76 above);
-# re-exported here so ``app.engine.options`` is the one place scripts import from.
-from app.engine.american import american_black76  # noqa: E402
-from app.engine.asian import asian_turnbull_wakeman  # noqa: E402
-from app.engine.spread import kirk_spread, margrabe  # noqa: E402
+# served from here lazily (PEP 562) so ``app.engine.options`` is the one import for scripts
+# without a circular import.
+_REEXPORTS = {
+    "american_black76": "app.engine.american",
+    "asian_turnbull_wakeman": "app.engine.asian",
+    "kirk_spread": "app.engine.spread",
+    "margrabe": "app.engine.spread",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _REEXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
