@@ -517,3 +517,20 @@ def test_spread_bad_input(kwargs: dict[str, float], name: str) -> None:
         base.pop("K")
         with pytest.raises(ValueError, match=name):
             margrabe(**base)  # type: ignore[arg-type]
+
+
+def test_options_module_serves_every_pricer_in_a_fresh_interpreter() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import app.engine.american, app.engine.spread\n"
+        "from app.engine.options import american_black76, asian_turnbull_wakeman, kirk_spread,"
+        " margrabe\n"
+        "from app.engine import american, asian, spread\n"
+        "assert american_black76 is american.american_black76\n"
+        "assert asian_turnbull_wakeman is asian.asian_turnbull_wakeman\n"
+        "assert kirk_spread is spread.kirk_spread and margrabe is spread.margrabe\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
