@@ -120,7 +120,13 @@ def test_upsert_keeps_sort_filter_and_selection(qtbot, loaded) -> None:  # type:
     view = QTableView()
     qtbot.addWidget(view)
     view.setModel(model)
+    view.resize(800, 400)
+    view.show()
+    qtbot.waitExposed(view)
     model.sort(COLUMN_INDEX["price"], DESC)
+    view.scrollTo(model.index(700, 0), QTableView.ScrollHint.PositionAtTop)
+    scroll_before = view.verticalScrollBar().value()
+    assert scroll_before > 0
     selected = [model.trade_uuid_at(r) for r in (3, 4, 5)]
     sel = view.selectionModel()
     for r in (3, 4, 5):
@@ -142,6 +148,7 @@ def test_upsert_keeps_sort_filter_and_selection(qtbot, loaded) -> None:  # type:
     assert prices == sorted(prices, reverse=True)
     still = {model.trade_uuid_at(i.row()) for i in sel.selectedRows()}
     assert still == set(selected)
+    assert view.verticalScrollBar().value() == scroll_before  # the view did not jump
     uid = changed[0].trade_uuid.hex
     row = model.row_of_trade(uid)
     assert model.text(row, COLUMN_INDEX["version"]) == "2"
