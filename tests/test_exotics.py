@@ -534,3 +534,17 @@ def test_options_module_serves_every_pricer_in_a_fresh_interpreter() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_american_far_from_the_money_at_tiny_vol_is_its_deterministic_limit() -> None:
+    import math
+
+    from app.engine.american import american_black76
+
+    # vol * sqrt(T) tiny next to |ln F/K|: the tree probabilities would underflow (NaN before).
+    otm = american_black76(74.0, 75.0, 0.25, 0.05, 1e-4, True)
+    itm = american_black76(76.0, 75.0, 0.25, 0.05, 1e-4, True)
+    itm_neg_rate = american_black76(76.0, 75.0, 0.25, -0.01, 1e-4, True)
+    assert otm == 0.0
+    assert itm == 1.0  # exercise now: intrinsic beats the discounted intrinsic for r > 0
+    assert itm_neg_rate == pytest.approx(math.exp(0.01 * 0.25) * 1.0, rel=1e-12)

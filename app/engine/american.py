@@ -183,7 +183,10 @@ def american_black76(
     w = np.where(is_call, 1.0, -1.0)
     intrinsic = np.maximum(w * (F_ - K_), 0.0)
     s = sig * np.sqrt(T_)
-    degenerate = s <= 0
+    # No volatility, or so far from the money (|d| > ~30) that the Peizer-Pratt probabilities
+    # underflow: the deterministic limit is exact to far below float precision there.
+    with np.errstate(divide="ignore"):
+        degenerate = (s <= 0) | (np.abs(np.log(F_ / K_)) > 30.0 * s)
     # Degenerate options (no volatility or expired) get a harmless dummy tree.
     s_safe = np.where(degenerate, 1.0, s)
     T_safe = np.where(degenerate, 1.0, T_)
