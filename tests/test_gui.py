@@ -6,6 +6,7 @@ import logging
 import threading
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDockWidget
 from pytestqt.qtbot import QtBot
@@ -283,3 +284,19 @@ def read_rows_xlsx(path: Path) -> list[tuple[object, ...]]:
         return list(wb.active.iter_rows(values_only=True))
     finally:
         wb.close()
+
+
+def test_options_pricer_dock_is_populated_on_a_fresh_store(qtbot: QtBot, tmp_path: Path):
+    from app.engine.options import black76
+
+    win = open_window(qtbot, tmp_path / "data")
+    pricer = win.pricer
+    assert "pricer_dock" in win.docks
+    assert pricer.product.count() == len(win.ctx.trading.refdata.products) > 0
+    win.show_dock("pricer_dock")
+    pricer.recalculate_now()
+    qtbot.waitUntil(lambda: pricer.result is not None, timeout=10_000)
+    inp = pricer.inputs()
+    want = black76(inp.F, inp.K, inp.T, inp.rate, inp.vol, inp.call)
+    assert pricer.result["price"] == pytest.approx(want, rel=1e-12)
+    close_window(win)

@@ -128,6 +128,9 @@ def _arm_screenshot(app: QApplication, window: MainWindow, path: Path) -> int:
         window.close()
         app.quit()
 
+    if QApplication.platformName() == "offscreen":
+        # The offscreen screen clamps restored geometry oddly: shoot at the documented size.
+        window.resize(1500, 860)
     window.sig_ready.connect(lambda: QTimer.singleShot(400, shoot))
     QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, timeout)
     return 0

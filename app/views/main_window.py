@@ -34,6 +34,7 @@ from app.views.jobs import JobContext, JobRunner
 from app.views.jobs_dock import JobsIndicator, JobsPanel
 from app.views.layout import LayoutStore
 from app.views.log_dock import LogPanel, QtLogHandler
+from app.views.pricer import OptionsPricerPanel
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,12 @@ class MainWindow(QMainWindow):
         self._flush.timeout.connect(self._load_pending)
 
         self.blotter = BlotterPanel(ctx.runner)
+        self.pricer = OptionsPricerPanel(ctx.runner, ctx.trading)
         self.log_panel = LogPanel(ctx.log_handler)
         self.jobs_panel = JobsPanel(ctx.runner)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("blotter_dock", "Trade Blotter", self.blotter)
+        self._add_dock("pricer_dock", "Options Pricer", self.pricer)
         self._add_dock("jobs_dock", "Jobs", self.jobs_panel)
         self._add_dock("log_dock", "Log / Alerts", self.log_panel)
         placeholder = QWidget()
@@ -97,6 +100,7 @@ class MainWindow(QMainWindow):
         self._restored = self.layouts.restore_session(self)
 
         self.blotter.sig_open_trade.connect(self.open_trade)
+        self.pricer.sig_booked.connect(self._on_option_booked)
         self.blotter.sig_message.connect(self.show_message)
         self.bridge.sig_trades_changed.connect(self._on_trades_changed)
         self.bridge.sig_trades_reload.connect(self.reload_blotter)
@@ -168,12 +172,16 @@ class MainWindow(QMainWindow):
 
     # -- layout --------------------------------------------------------------------------------
     def apply_default_layout(self) -> None:
-        """Blotter on top, Jobs and Log tabbed below it; all docks visible; default columns."""
+        """Blotter on top (Options Pricer tabbed behind it), Jobs and Log tabbed below."""
         b, j, lg = (self.docks[n] for n in ("blotter_dock", "jobs_dock", "log_dock"))
-        for dock in (b, j, lg):
+        pr = self.docks["pricer_dock"]
+        for dock in (b, pr, j, lg):
             dock.setFloating(False)
             dock.show()
         self.addDockWidget(Qt.DockWidgetArea.TopDockWidgetArea, b)
+        self.addDockWidget(Qt.DockWidgetArea.TopDockWidgetArea, pr)
+        self.tabifyDockWidget(b, pr)
+        b.raise_()
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, lg)
         self.tabifyDockWidget(lg, j)
         lg.raise_()
@@ -240,6 +248,7 @@ class MainWindow(QMainWindow):
                           on_error=self._fatal_store_error)  # fmt: skip
 
     def _refdata_ready(self, ref: RefData) -> None:
+        self.pricer.refresh_products()
         self.blotter.model.set_refdata(ref)
         self.blotter.fill_filter_choices()
         self.reload_blotter()
@@ -316,6 +325,10 @@ class MainWindow(QMainWindow):
         if dlg.exec() and dlg.saved is not None:
             self._select_after = dlg.saved.trade_uuid.hex
             self.show_message(f"Trade {dlg.saved.trade_uuid.hex[:8]} booked")
+
+    def _on_option_booked(self, record: Any) -> None:
+        self._select_after = record.trade_uuid.hex
+        self.show_message(f"Option {record.trade_uuid.hex[:8]} booked from the pricer")
 
     def open_trade(self, trade_uuid_hex: str) -> None:
         from app.views.ticket import TicketDialog
