@@ -22,12 +22,11 @@ References
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtr
 
+from app.engine._inputs import as_float, broadcast, check, out
 from app.engine.options import black76
 
 __all__ = ["american_black76", "barone_adesi_whaley_black76"]
@@ -39,42 +38,6 @@ _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _as_float(name: str, value: ArrayLike) -> FloatArray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric") from exc
-    if np.isnan(arr).any():
-        raise ValueError(f"{name} contains NaN")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite")
-    return arr
-
-
-def _prepare(
-    named: dict[str, ArrayLike], call: ArrayLike
-) -> tuple[list[FloatArray], NDArray[np.bool_], bool]:
-    arrays: list[Any] = [_as_float(k, v) for k, v in named.items()]
-    is_call = np.asarray(call)
-    if is_call.dtype != np.bool_:
-        raise ValueError(f"call must be a bool or a boolean array, got dtype {is_call.dtype}")
-    scalar = all(a.ndim == 0 for a in arrays) and is_call.ndim == 0
-    try:
-        *out, is_call_b = np.broadcast_arrays(*arrays, is_call)
-    except ValueError as exc:
-        raise ValueError(f"arguments do not broadcast together: {exc}") from exc
-    return [np.array(a, dtype=np.float64) for a in out], np.array(is_call_b), scalar
-
-
-def _check(name: str, ok: NDArray[np.bool_], what: str) -> None:
-    if not np.all(ok):
-        raise ValueError(f"{name} must be {what}")
-
-
-def _out(x: FloatArray, scalar: bool) -> FloatOrArray:
-    return float(x) if scalar else np.asarray(x, dtype=np.float64)
 
 
 def _peizer_pratt(z: FloatArray, n: int) -> FloatArray:
@@ -163,13 +126,13 @@ def american_black76(
     >>> round(v, 3)
     7.663
     """
-    (F_, K_, T_, r_, sig), is_call, scalar = _prepare(
+    (F_, K_, T_, r_, sig), is_call, scalar = broadcast(
         {"F": F, "K": K, "T": T, "r": r, "sigma": sigma}, call
     )
-    _check("F", F_ > 0, "> 0")
-    _check("K", K_ > 0, "> 0")
-    _check("T", T_ >= 0, ">= 0")
-    _check("sigma", sig >= 0, ">= 0")
+    check("F", F_ > 0, "> 0")
+    check("K", K_ > 0, "> 0")
+    check("T", T_ >= 0, ">= 0")
+    check("sigma", sig >= 0, ">= 0")
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     n = int(steps)
@@ -177,8 +140,8 @@ def american_black76(
         n += 1
     ex_times: FloatArray | None = None
     if exercise_times is not None:
-        ex_times = _as_float("exercise_times", exercise_times).ravel()
-        _check("exercise_times", ex_times >= 0, ">= 0")
+        ex_times = as_float("exercise_times", exercise_times).ravel()
+        check("exercise_times", ex_times >= 0, ">= 0")
 
     w = np.where(is_call, 1.0, -1.0)
     intrinsic = np.maximum(w * (F_ - K_), 0.0)
@@ -229,7 +192,7 @@ def american_black76(
         dfs = np.where(ok, np.exp(-r_[..., None] * ex_times), 0.0)
         best_df = np.maximum(best_df, dfs.max(axis=-1))
     limit = best_df * intrinsic
-    return _out(np.where(degenerate, limit, tree), scalar)
+    return out(np.where(degenerate, limit, tree), scalar)
 
 
 # --------------------------------------------------------------------------- BAW
@@ -333,13 +296,13 @@ def barone_adesi_whaley_black76(
     >>> round(barone_adesi_whaley_black76(100.0, 100.0, 1.0, 0.05, 0.2, True), 3)
     7.692
     """
-    (F_, K_, T_, r_, sig), is_call, scalar = _prepare(
+    (F_, K_, T_, r_, sig), is_call, scalar = broadcast(
         {"F": F, "K": K, "T": T, "r": r, "sigma": sigma}, call
     )
-    _check("F", F_ > 0, "> 0")
-    _check("K", K_ > 0, "> 0")
-    _check("T", T_ >= 0, ">= 0")
-    _check("sigma", sig >= 0, ">= 0")
+    check("F", F_ > 0, "> 0")
+    check("K", K_ > 0, "> 0")
+    check("T", T_ >= 0, ">= 0")
+    check("sigma", sig >= 0, ">= 0")
     w = np.where(is_call, 1.0, -1.0)
     euro = np.asarray(black76(F_, K_, T_, r_, sig, is_call), dtype=np.float64)
     intrinsic = np.maximum(w * (F_ - K_), 0.0)
@@ -347,7 +310,7 @@ def barone_adesi_whaley_black76(
 
     active = (r_ > 0) & (sig * np.sqrt(T_) > 0)
     if not active.any():
-        return _out(plain, scalar)
+        return out(plain, scalar)
     # Evaluate the premium on safe dummy parameters where it does not apply.
     Ts = np.where(active, T_, 1.0)
     rs = np.where(active, r_, 0.05)
@@ -364,4 +327,4 @@ def barone_adesi_whaley_black76(
         premium_val = euro_s + A * (F_ / f_crit) ** q
     exercised = w * (F_ - f_crit) >= 0
     american = np.where(exercised, intrinsic, premium_val)
-    return _out(np.where(active, np.maximum(american, plain), plain), scalar)
+    return out(np.where(active, np.maximum(american, plain), plain), scalar)

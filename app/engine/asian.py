@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from app.engine._inputs import as_bool, as_float, check, out
 from app.engine.options import black76
 
 __all__ = ["asian_geometric", "asian_monte_carlo", "asian_turnbull_wakeman"]
@@ -50,27 +51,6 @@ _MC_CHUNK = 20_000
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _as_float(name: str, value: ArrayLike) -> FloatArray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric") from exc
-    if np.isnan(arr).any():
-        raise ValueError(f"{name} contains NaN")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite")
-    return arr
-
-
-def _check(name: str, ok: NDArray[np.bool_], what: str) -> None:
-    if not np.all(ok):
-        raise ValueError(f"{name} must be {what}")
-
-
-def _out(x: FloatArray, scalar: bool) -> FloatOrArray:
-    return float(x) if scalar else np.asarray(x, dtype=np.float64)
 
 
 def _prepare(
@@ -94,16 +74,14 @@ def _prepare(
         "averaging_start": averaging_start,
         "fixed_so_far": fixed_so_far,
     }
-    arrays: list[Any] = [_as_float(k, v) for k, v in named.items()]
+    arrays: list[Any] = [as_float(k, v) for k, v in named.items()]
     ints: list[Any] = []
     for name, val in (("n_fixings", n_fixings), ("n_fixed", n_fixed)):
-        arr = _as_float(name, val)
+        arr = as_float(name, val)
         if not np.all(arr == np.round(arr)):
             raise ValueError(f"{name} must be an integer")
         ints.append(arr)
-    is_call = np.asarray(call)
-    if is_call.dtype != np.bool_:
-        raise ValueError(f"call must be a bool or a boolean array, got dtype {is_call.dtype}")
+    is_call = as_bool("call", call)
     scalar = all(a.ndim == 0 for a in [*arrays, *ints]) and is_call.ndim == 0
     try:
         *out, n_b, nf_b, call_b = np.broadcast_arrays(*arrays, *ints, is_call)
@@ -112,14 +90,14 @@ def _prepare(
     F_, K_, T_, r_, sig, a_, fx = (np.array(x, dtype=np.float64) for x in out)
     n = np.array(n_b, dtype=np.int64)
     nf = np.array(nf_b, dtype=np.int64)
-    _check("F", F_ > 0, "> 0")
-    _check("K", K_ >= 0, ">= 0")
-    _check("T", T_ >= 0, ">= 0")
-    _check("sigma", sig >= 0, ">= 0")
-    _check("averaging_start", a_ <= T_, "<= T")
-    _check("n_fixings", n >= 1, ">= 1")
-    _check("n_fixed", (nf >= 0) & (nf <= n), "between 0 and n_fixings")
-    _check("fixed_so_far", (fx >= 0) | (nf == 0), ">= 0 when n_fixed > 0")
+    check("F", F_ > 0, "> 0")
+    check("K", K_ >= 0, ">= 0")
+    check("T", T_ >= 0, ">= 0")
+    check("sigma", sig >= 0, ">= 0")
+    check("averaging_start", a_ <= T_, "<= T")
+    check("n_fixings", n >= 1, ">= 1")
+    check("n_fixed", (nf >= 0) & (nf <= n), "between 0 and n_fixings")
+    check("fixed_so_far", (fx >= 0) | (nf == 0), ">= 0 when n_fixed > 0")
     return [F_, K_, T_, r_, sig, a_, fx], np.array(call_b), n, nf, scalar
 
 
@@ -262,7 +240,7 @@ def asian_turnbull_wakeman(
     T_pos = np.where(T_ > 0, T_, 1.0)
     sig_a = np.sqrt(np.maximum(total_var, 0.0) / T_pos)
     price = weight * np.asarray(black76(F_, k_star, T_, r_, sig_a, is_call), dtype=np.float64)
-    return _out(np.where(sure, det, price), scalar)
+    return out(np.where(sure, det, price), scalar)
 
 
 def asian_geometric(
@@ -303,12 +281,12 @@ def asian_geometric(
     (F_, K_, T_, r_, sig, a_, _fx), is_call, n, nf, scalar = _prepare(
         F, K, T, r, sigma, call, averaging_start, n_fixings, 0.0, 0
     )
-    _check("K", K_ > 0, "> 0 for the geometric average")
+    check("K", K_ > 0, "> 0 for the geometric average")
     t, valid = _remaining_times(T_, a_, n, nf)
     g0, v = _geometric_moments(F_, sig, t, valid)
     T_pos = np.where(T_ > 0, T_, 1.0)
     sig_g = np.sqrt(v / T_pos)
-    return _out(np.asarray(black76(g0, K_, T_, r_, sig_g, is_call), dtype=np.float64), scalar)
+    return out(np.asarray(black76(g0, K_, T_, r_, sig_g, is_call), dtype=np.float64), scalar)
 
 
 def _geometric_moments(
@@ -464,4 +442,4 @@ def asian_monte_carlo(
         )
         price[idx] = weight[idx] * est
         err[idx] = weight[idx] * se
-    return _out(price, scalar), _out(err, scalar)
+    return out(price, scalar), out(err, scalar)

@@ -40,6 +40,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtr
 
+from app.engine._inputs import broadcast, check, out
+
 if TYPE_CHECKING:  # served lazily by __getattr__ at the end of this module
     from app.engine.american import american_black76
     from app.engine.asian import asian_turnbull_wakeman
@@ -120,47 +122,12 @@ class Greeks:
 # --------------------------------------------------------------------------- helpers
 
 
-def _as_float(name: str, value: ArrayLike) -> FloatArray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric") from exc
-    if np.isnan(arr).any():
-        raise ValueError(f"{name} contains NaN")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite")
-    return arr
-
-
-def _as_bool(name: str, value: ArrayLike) -> NDArray[np.bool_]:
-    arr = np.asarray(value)
-    if arr.dtype != np.bool_:
-        raise ValueError(f"{name} must be a bool or a boolean array, got dtype {arr.dtype}")
-    return arr
-
-
-def _check(name: str, ok: NDArray[np.bool_], what: str) -> None:
-    if not np.all(ok):
-        raise ValueError(f"{name} must be {what}")
-
-
 def _prepare(
     named: dict[str, ArrayLike], call: ArrayLike
 ) -> tuple[list[FloatArray], FloatArray, bool]:
     """Validate, broadcast; return float arrays, the sign ``w`` (+1 call, -1 put), scalar flag."""
-    arrays: list[Any] = [_as_float(k, v) for k, v in named.items()]
-    is_call = _as_bool("call", call)
-    scalar = all(a.ndim == 0 for a in arrays) and is_call.ndim == 0
-    try:
-        *out, is_call_b = np.broadcast_arrays(*arrays, is_call)
-    except ValueError as exc:
-        raise ValueError(f"arguments do not broadcast together: {exc}") from exc
-    w = np.where(is_call_b, 1.0, -1.0)
-    return [np.array(a, dtype=np.float64) for a in out], w, scalar
-
-
-def _out(x: FloatArray, scalar: bool) -> FloatOrArray:
-    return float(x) if scalar else np.asarray(x, dtype=np.float64)
+    arrays, is_call, scalar = broadcast(named, call)
+    return arrays, np.where(is_call, 1.0, -1.0), scalar
 
 
 def _npdf(x: FloatArray) -> FloatArray:
@@ -265,12 +232,12 @@ def black76(
     (F_, K_, T_, r_, sig), w, scalar = _prepare(
         {"F": F, "K": K, "T": T, "r": r, "sigma": sigma}, call
     )
-    _check("F", F_ > 0, "> 0 for Black-76")
-    _check("K", K_ >= 0, ">= 0 for Black-76")
-    _check("T", T_ >= 0, ">= 0")
-    _check("sigma", sig >= 0, ">= 0")
+    check("F", F_ > 0, "> 0 for Black-76")
+    check("K", K_ >= 0, ">= 0 for Black-76")
+    check("T", T_ >= 0, ">= 0")
+    check("sigma", sig >= 0, ">= 0")
     df = np.exp(-r_ * T_)
-    return _out(df * _black_undiscounted(F_, K_, sig * np.sqrt(T_), w), scalar)
+    return out(df * _black_undiscounted(F_, K_, sig * np.sqrt(T_), w), scalar)
 
 
 def bachelier(
@@ -326,10 +293,10 @@ def bachelier(
     (F_, K_, T_, r_, sig), w, scalar = _prepare(
         {"F": F, "K": K, "T": T, "r": r, "sigma_n": sigma_n}, call
     )
-    _check("T", T_ >= 0, ">= 0")
-    _check("sigma_n", sig >= 0, ">= 0")
+    check("T", T_ >= 0, ">= 0")
+    check("sigma_n", sig >= 0, ">= 0")
     df = np.exp(-r_ * T_)
-    return _out(df * _bachelier_undiscounted(F_, K_, sig * np.sqrt(T_), w), scalar)
+    return out(df * _bachelier_undiscounted(F_, K_, sig * np.sqrt(T_), w), scalar)
 
 
 def black_scholes(
@@ -386,13 +353,13 @@ def black_scholes(
     (S_, K_, T_, r_, q_, sig), w, scalar = _prepare(
         {"S": S, "K": K, "T": T, "r": r, "q": q, "sigma": sigma}, call
     )
-    _check("S", S_ > 0, "> 0")
-    _check("K", K_ >= 0, ">= 0")
-    _check("T", T_ >= 0, ">= 0")
-    _check("sigma", sig >= 0, ">= 0")
+    check("S", S_ > 0, "> 0")
+    check("K", K_ >= 0, ">= 0")
+    check("T", T_ >= 0, ">= 0")
+    check("sigma", sig >= 0, ">= 0")
     F_ = S_ * np.exp((r_ - q_) * T_)
     df = np.exp(-r_ * T_)
-    return _out(df * _black_undiscounted(F_, K_, sig * np.sqrt(T_), w), scalar)
+    return out(df * _black_undiscounted(F_, K_, sig * np.sqrt(T_), w), scalar)
 
 
 # --------------------------------------------------------------------------- greeks
@@ -447,10 +414,10 @@ def black76_greeks(
     (F_, K_, T_, r_, sig), w, scalar = _prepare(
         {"F": F, "K": K, "T": T, "r": r, "sigma": sigma}, call
     )
-    _check("F", F_ > 0, "> 0 for Black-76")
-    _check("K", K_ >= 0, ">= 0 for Black-76")
-    _check("T", T_ >= 0, ">= 0")
-    _check("sigma", sig >= 0, ">= 0")
+    check("F", F_ > 0, "> 0 for Black-76")
+    check("K", K_ >= 0, ">= 0 for Black-76")
+    check("T", T_ >= 0, ">= 0")
+    check("sigma", sig >= 0, ">= 0")
     df = np.exp(-r_ * T_)
     s = sig * np.sqrt(T_)
     v = df * _black_undiscounted(F_, K_, s, w)
@@ -464,7 +431,7 @@ def black76_greeks(
     vega = df * F_ * pdf * np.sqrt(T_)
     theta = r_ * v - _theta_term(pdf, df * F_, sig, T_)
     rho = -T_ * v
-    return Greeks(*(_out(np.asarray(g), scalar) for g in (delta, gamma, vega, theta, rho)))
+    return Greeks(*(out(np.asarray(g), scalar) for g in (delta, gamma, vega, theta, rho)))
 
 
 def bachelier_greeks(
@@ -502,8 +469,8 @@ def bachelier_greeks(
     (F_, K_, T_, r_, sig), w, scalar = _prepare(
         {"F": F, "K": K, "T": T, "r": r, "sigma_n": sigma_n}, call
     )
-    _check("T", T_ >= 0, ">= 0")
-    _check("sigma_n", sig >= 0, ">= 0")
+    check("T", T_ >= 0, ">= 0")
+    check("sigma_n", sig >= 0, ">= 0")
     df = np.exp(-r_ * T_)
     s = sig * np.sqrt(T_)
     v = df * _bachelier_undiscounted(F_, K_, s, w)
@@ -515,7 +482,7 @@ def bachelier_greeks(
     vega = df * pdf * np.sqrt(T_)
     theta = r_ * v - _theta_term(pdf, df, sig, T_)
     rho = -T_ * v
-    return Greeks(*(_out(np.asarray(g), scalar) for g in (delta, gamma, vega, theta, rho)))
+    return Greeks(*(out(np.asarray(g), scalar) for g in (delta, gamma, vega, theta, rho)))
 
 
 # --------------------------------------------------------------------------- implied vol
@@ -605,9 +572,9 @@ def implied_vol_black76_detail(
     (p, F_, K_, T_, r_), w, scalar = _prepare(
         {"price": price, "F": F, "K": K, "T": T, "r": r}, call
     )
-    _check("F", F_ > 0, "> 0 for Black-76")
-    _check("K", K_ >= 0, ">= 0 for Black-76")
-    _check("T", T_ >= 0, ">= 0")
+    check("F", F_ > 0, "> 0 for Black-76")
+    check("K", K_ >= 0, ">= 0 for Black-76")
+    check("T", T_ >= 0, ">= 0")
     df = np.exp(-r_ * T_)
     c = p / df
     intrinsic = np.maximum(w * (F_ - K_), 0.0)
@@ -709,7 +676,7 @@ def implied_vol_bachelier_detail(
     (p, F_, K_, T_, r_), w, scalar = _prepare(
         {"price": price, "F": F, "K": K, "T": T, "r": r}, call
     )
-    _check("T", T_ >= 0, ">= 0")
+    check("T", T_ >= 0, ">= 0")
     df = np.exp(-r_ * T_)
     c = p / df
     m = F_ - K_

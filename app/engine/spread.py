@@ -22,11 +22,10 @@ References
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from app.engine._inputs import broadcast, check
 from app.engine.options import black76
 
 __all__ = ["kirk_spread", "margrabe"]
@@ -35,45 +34,19 @@ FloatArray = NDArray[np.float64]
 FloatOrArray = float | FloatArray
 
 
-def _as_float(name: str, value: ArrayLike) -> FloatArray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric") from exc
-    if np.isnan(arr).any():
-        raise ValueError(f"{name} contains NaN")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite")
-    return arr
-
-
-def _check(name: str, ok: NDArray[np.bool_], what: str) -> None:
-    if not np.all(ok):
-        raise ValueError(f"{name} must be {what}")
-
-
 def _prepare(
     named: dict[str, ArrayLike], call: ArrayLike
 ) -> tuple[list[FloatArray], NDArray[np.bool_], bool]:
-    arrays: list[Any] = [_as_float(k, v) for k, v in named.items()]
-    is_call = np.asarray(call)
-    if is_call.dtype != np.bool_:
-        raise ValueError(f"call must be a bool or a boolean array, got dtype {is_call.dtype}")
-    scalar = all(a.ndim == 0 for a in arrays) and is_call.ndim == 0
-    try:
-        *out, is_call_b = np.broadcast_arrays(*arrays, is_call)
-    except ValueError as exc:
-        raise ValueError(f"arguments do not broadcast together: {exc}") from exc
-    out_f = [np.array(a, dtype=np.float64) for a in out]
+    out_f, is_call, scalar = broadcast(named, call)
     named_out = dict(zip(named, out_f, strict=True))
-    _check("F1", named_out["F1"] > 0, "> 0")
-    _check("F2", named_out["F2"] > 0, "> 0")
-    _check("T", named_out["T"] >= 0, ">= 0")
-    _check("sigma1", named_out["sigma1"] >= 0, ">= 0")
-    _check("sigma2", named_out["sigma2"] >= 0, ">= 0")
+    check("F1", named_out["F1"] > 0, "> 0")
+    check("F2", named_out["F2"] > 0, "> 0")
+    check("T", named_out["T"] >= 0, ">= 0")
+    check("sigma1", named_out["sigma1"] >= 0, ">= 0")
+    check("sigma2", named_out["sigma2"] >= 0, ">= 0")
     rho = named_out["rho"]
-    _check("rho", (rho >= -1.0) & (rho <= 1.0), "in [-1, 1]")
-    return out_f, np.array(is_call_b), scalar
+    check("rho", (rho >= -1.0) & (rho <= 1.0), "in [-1, 1]")
+    return out_f, is_call, scalar
 
 
 def _exchange(
@@ -178,7 +151,7 @@ def kirk_spread(
         call,
     )
     X = F2_ + K_
-    _check("K", X > 0, "> -F2 (Kirk needs F2 + K > 0)")
+    check("K", X > 0, "> -F2 (Kirk needs F2 + K > 0)")
     return _exchange(F1_, X, T_, r_, s1, s2, rho_, F2_ / X, is_call, scalar)
 
 

@@ -32,6 +32,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import least_squares, lsq_linear, minimize
 
+from app.engine._inputs import as_float, out
+
 __all__ = [
     "SVIFit",
     "SVIParams",
@@ -52,20 +54,8 @@ _RHO_MAX = 1.0 - 1e-10
 # --------------------------------------------------------------------------- helpers
 
 
-def _as_float(name: str, value: ArrayLike) -> FloatArray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric") from exc
-    if np.isnan(arr).any():
-        raise ValueError(f"{name} contains NaN")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite")
-    return arr
-
-
 def _scalar(name: str, value: float) -> float:
-    arr = _as_float(name, value)
+    arr = as_float(name, value)
     if arr.ndim != 0:
         raise ValueError(f"{name} must be a scalar")
     return float(arr)
@@ -74,10 +64,6 @@ def _scalar(name: str, value: float) -> float:
 def _check(name: str, ok: NDArray[np.bool_] | bool, what: str) -> None:
     if not np.all(ok):
         raise ValueError(f"{name} must be {what}")
-
-
-def _out(x: FloatArray, scalar: bool) -> FloatOrArray:
-    return float(x) if scalar else np.asarray(x, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- SVI
@@ -131,26 +117,26 @@ class SVIParams:
 
     def total_variance(self, k: ArrayLike) -> FloatOrArray:
         """Total implied variance ``w(k)`` at log-moneyness ``k`` (scalar or array)."""
-        k_ = _as_float("k", k)
+        k_ = as_float("k", k)
         x = k_ - self.m
         w = self.a + self.b * (self.rho * x + np.hypot(x, self.sigma))
-        return _out(np.maximum(w, 0.0), k_.ndim == 0)
+        return out(np.maximum(w, 0.0), k_.ndim == 0)
 
     def implied_vol(self, k: ArrayLike, T: ArrayLike) -> FloatOrArray:
         """Implied Black vol ``sqrt(w(k) / T)``; ``k`` and ``T`` broadcast, ``T > 0``."""
-        k_ = _as_float("k", k)
-        T_ = _as_float("T", T)
+        k_ = as_float("k", k)
+        T_ = as_float("T", T)
         _check("T", T_ > 0, "> 0")
         try:
             kb, Tb = np.broadcast_arrays(k_, T_)
         except ValueError as exc:
             raise ValueError(f"arguments do not broadcast together: {exc}") from exc
         w = np.asarray(self.total_variance(kb), dtype=np.float64)
-        return _out(np.sqrt(w / Tb), k_.ndim == 0 and T_.ndim == 0)
+        return out(np.sqrt(w / Tb), k_.ndim == 0 and T_.ndim == 0)
 
     def derivatives(self, k: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
         """``(w, dw/dk, d2w/dk2)`` as arrays at ``k``."""
-        k_ = _as_float("k", k)
+        k_ = as_float("k", k)
         x = k_ - self.m
         r = np.hypot(x, self.sigma)
         w = self.a + self.b * (self.rho * x + r)
@@ -185,12 +171,12 @@ def butterfly_density_g(params: SVIParams, k: ArrayLike) -> FloatOrArray:
     :math:`p(k) = \frac{g(k)}{\sqrt{2\pi w}} \exp\bigl(-\frac{d_2^2}{2}\bigr)` with
     :math:`d_2 = -k/\sqrt w - \sqrt w / 2`, so ``g`` and the density share their sign.
     """
-    k_ = _as_float("k", k)
+    k_ = as_float("k", k)
     w, w1, w2 = params.derivatives(k_)
     with np.errstate(divide="ignore", invalid="ignore"):
         g = (1.0 - k_ * w1 / (2.0 * w)) ** 2 - 0.25 * w1 * w1 * (1.0 / w + 0.25) + 0.5 * w2
     g = np.where(w > 0, g, -np.inf)
-    return _out(np.asarray(g, dtype=np.float64), k_.ndim == 0)
+    return out(np.asarray(g, dtype=np.float64), k_.ndim == 0)
 
 
 @dataclass(frozen=True)
@@ -308,8 +294,8 @@ def fit_svi(
     in the parameter domain.  The objective is the weighted squared error in total
     variance ``w = vol^2 T``.
     """
-    k_ = _as_float("k", k)
-    vol = _as_float("implied_vols", implied_vols)
+    k_ = as_float("k", k)
+    vol = as_float("implied_vols", implied_vols)
     T_ = _scalar("T", T)
     _check("T", T_ > 0, "> 0")
     if k_.ndim != 1:
@@ -320,7 +306,7 @@ def fit_svi(
     if weights is None:
         wt = np.ones_like(k_)
     else:
-        wt = _as_float("weights", weights)
+        wt = as_float("weights", weights)
         if wt.shape != k_.shape:
             raise ValueError("weights must have the same shape as k")
         _check("weights", wt >= 0, ">= 0")
@@ -408,7 +394,7 @@ def calendar_arbitrage(
         For consecutive expiries ``T1 < T2``, every grid point where
         ``w(k, T2) < w(k, T1) - tol``. Empty when the surface is calendar-arbitrage free.
     """
-    grid = DEFAULT_K_GRID if k is None else _as_float("k", k).ravel()
+    grid = DEFAULT_K_GRID if k is None else as_float("k", k).ravel()
     tol_ = _scalar("tol", tol)
     _check("tol", tol_ >= 0, ">= 0")
     items = sorted((_scalar("T", T), _params_of(p)) for T, p in fits.items())
@@ -520,7 +506,7 @@ class VolSurface:
                 raise ValueError(f"forwards has no entry for T={T}")
             F = _scalar("forwards", forwards[T])
             _check("forwards", F > 0, "> 0")
-            K = _as_float("strikes", strikes)
+            K = as_float("strikes", strikes)
             _check("strikes", K > 0, "> 0")
             wts = None if weights is None else weights.get(T)
             fits[float(T)] = fit_svi(np.log(K / F), vols, T, wts)
@@ -541,8 +527,8 @@ class VolSurface:
 
     def total_variance(self, T: ArrayLike, k: ArrayLike) -> FloatOrArray:
         """Total variance ``w(k, T)`` at expiry ``T > 0`` and log-moneyness ``k``."""
-        T_ = _as_float("T", T)
-        k_ = _as_float("k", k)
+        T_ = as_float("T", T)
+        k_ = as_float("k", k)
         _check("T", T_ > 0, "> 0")
         try:
             Tb, kb = np.broadcast_arrays(T_, k_)
@@ -564,16 +550,16 @@ class VolSurface:
             w = w1 + lam * (w2 - w1)
             w = np.where(Tb <= nodes[0], W[0] * Tb / nodes[0], w)
             w = np.where(Tb >= nodes[-1], W[-1] * Tb / nodes[-1], w)
-        return _out(np.asarray(w), T_.ndim == 0 and k_.ndim == 0)
+        return out(np.asarray(w), T_.ndim == 0 and k_.ndim == 0)
 
     def vol(self, T: ArrayLike, K: ArrayLike, F: ArrayLike) -> FloatOrArray:
         """Black implied vol at expiry ``T > 0``, strike ``K > 0``, forward ``F > 0``.
 
         All arguments broadcast; a ``float`` is returned when all are scalars.
         """
-        T_ = _as_float("T", T)
-        K_ = _as_float("K", K)
-        F_ = _as_float("F", F)
+        T_ = as_float("T", T)
+        K_ = as_float("K", K)
+        F_ = as_float("F", F)
         _check("T", T_ > 0, "> 0")
         _check("K", K_ > 0, "> 0")
         _check("F", F_ > 0, "> 0")
@@ -583,18 +569,18 @@ class VolSurface:
             raise ValueError(f"arguments do not broadcast together: {exc}") from exc
         w = np.asarray(self.total_variance(Tb, np.log(Kb / Fb)))
         scalar = T_.ndim == 0 and K_.ndim == 0 and F_.ndim == 0
-        return _out(np.sqrt(np.maximum(w, 0.0) / Tb), scalar)
+        return out(np.sqrt(np.maximum(w, 0.0) / Tb), scalar)
 
     def atm_term_structure(self, T: ArrayLike | None = None) -> tuple[FloatArray, FloatArray]:
         """ATM-forward (``k = 0``) vols: ``(expiries, vols)``, at the nodes unless ``T`` given."""
-        Ts = self._T.copy() if T is None else np.atleast_1d(_as_float("T", T)).astype(float)
+        Ts = self._T.copy() if T is None else np.atleast_1d(as_float("T", T)).astype(float)
         _check("T", Ts > 0, "> 0")
         w = np.asarray(self.total_variance(Ts, np.zeros_like(Ts)))
         return Ts, np.sqrt(w / Ts)
 
     def calendar_arbitrage(self, k: ArrayLike | None = None) -> list[tuple[float, float, float]]:
         """:func:`calendar_arbitrage` over the node smiles (flat nodes included)."""
-        grid = DEFAULT_K_GRID if k is None else _as_float("k", k).ravel()
+        grid = DEFAULT_K_GRID if k is None else as_float("k", k).ravel()
         out: list[tuple[float, float, float]] = []
         for i in range(self._T.size - 1):
             w1, w2 = self._node_w(i, grid), self._node_w(i + 1, grid)
