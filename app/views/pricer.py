@@ -75,6 +75,7 @@ from app.engine.options import (
 from app.models.enums import Commodity, ExerciseStyle, InstrumentType, OptionType
 from app.services.trading import TradingService
 from app.views.jobs import JobContext, JobRunner
+from app.views.structure_panel import StructurePanel
 from app.views.ticket import TicketDialog
 
 MODEL_BLACK = "Black-76 European"
@@ -611,6 +612,8 @@ class OptionsPricerPanel(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(single, "Single option")
         self.tabs.addTab(grid_w, "Grid")
+        self.structure_panel = StructurePanel(self.runner, self)
+        self.tabs.addTab(self.structure_panel, "Structure")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.tabs)
