@@ -139,6 +139,8 @@ def test_upsert_keeps_sort_filter_and_selection(qtbot, loaded) -> None:  # type:
     for rec in changed:
         repo.new_version(rec.trade_uuid, rec.version, "t",
                          {"price": rec.price + 1})  # fmt: skip
+    first = changed[0].trade_uuid.hex
+    price_before = model.text(model.row_of_trade(first), COLUMN_INDEX["price"])  # now memoised
     new = repo.insert_trades([recs[0].economics() for _ in range(5)], "t")
     chunk = next(repo.blotter_chunks(trade_uuids=[r.trade_uuid for r in changed + new]))
     updated, added = model.upsert(chunk)
@@ -152,6 +154,8 @@ def test_upsert_keeps_sort_filter_and_selection(qtbot, loaded) -> None:  # type:
     uid = changed[0].trade_uuid.hex
     row = model.row_of_trade(uid)
     assert model.text(row, COLUMN_INDEX["version"]) == "2"
+    new_price = format_scaled(int((changed[0].price + 1) * 10**6), 6)
+    assert model.text(row, COLUMN_INDEX["price"]) == new_price != price_before
     assert model.row_of_trade(uuid.uuid4().hex) == -1
 
     # A second burst merges against the keys kept from the first one; with a filter on too.

@@ -79,6 +79,16 @@ _BUY = QColor("#1b7f3a")
 _SELL = QColor("#b3261e")
 _CANCELLED = QColor("#8a8a8a")
 _CANCELLED_CODE = list(TradeStatus).index(TradeStatus.CANCELLED)
+_DISPLAY = int(Qt.ItemDataRole.DisplayRole.value)
+_ALIGN_ROLE = int(Qt.ItemDataRole.TextAlignmentRole.value)
+_FOREGROUND = int(Qt.ItemDataRole.ForegroundRole.value)
+_TOOLTIP = int(Qt.ItemDataRole.ToolTipRole.value)
+_USER = int(Qt.ItemDataRole.UserRole.value)
+_RIGHT = int((Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter).value)
+_LEFT = int((Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter).value)
+_ALIGNMENT = [_RIGHT if c.kind in ("int", "scaled") else _LEFT for c in COLUMNS]
+_SIDE_COLUMN = COLUMN_INDEX["side"]
+_UUID_COLUMN = COLUMN_INDEX["trade_uuid"]
 _SIDE_BUY = list(Side).index(Side.BUY)
 
 
@@ -138,6 +148,7 @@ class BlotterModel(QAbstractTableModel):
         self._view_ticket = self._applied_ticket = 0
         self._order_cache: tuple[int, int, Qt.SortOrder, np.ndarray] | None = None
         self._view_keys: np.ndarray | None = None  # sort key of each view row, if known
+        self._text_cache: dict[int, list[str | None]] = {}  # source row -> formatted cells
         self._alloc(1024)
 
     # -- storage ------------------------------------------------------------------------------
@@ -168,6 +179,7 @@ class BlotterModel(QAbstractTableModel):
         """Names for book/counterparty/product ids and product -> commodity."""
         self._ref = ref
         self._order_cache = self._view_keys = None  # label ranks may change
+        self._text_cache.clear()
         self._ref_names = {
             "book_id": {k: v.name for k, v in ref.books.items()},
             "counterparty_id": {k: v.name for k, v in ref.counterparties.items()},
@@ -195,6 +207,7 @@ class BlotterModel(QAbstractTableModel):
         self.beginResetModel()
         self._order_cache = None
         self._view_keys = None
+        self._text_cache.clear()
         self._n = 0
         self._row_of.clear()
         self._view = np.zeros(0, dtype=np.int64)
@@ -230,6 +243,8 @@ class BlotterModel(QAbstractTableModel):
                 values = self._encode_cat(key, values)
             self._cols[key][rows] = values
         self._cols["commodity"][rows] = self._commodity(chunk["product_id"])
+        for r in rows[~is_new].tolist():
+            self._text_cache.pop(r, None)
         old_n = self._n
         self._n += n_new
         changed = rows[~is_new]
@@ -477,9 +492,21 @@ class BlotterModel(QAbstractTableModel):
         return list(enumerate(self._cats[key]))
 
     def text(self, row: int, column: int) -> str:
-        """Display text of a visible cell."""
+        """Display text of a visible cell (memoised per source row until the row changes)."""
+        src = int(self._view[row])
+        cached = self._text_cache.get(src)
+        if cached is None:
+            if len(self._text_cache) > 4096:  # a few screens' worth; bounded memory
+                self._text_cache.clear()
+            cached = self._text_cache[src] = [None] * len(COLUMNS)
+        text = cached[column]
+        if text is None:
+            text = cached[column] = self._format(src, column)
+        return text
+
+    def _format(self, src: int, column: int) -> str:
         col = COLUMNS[column]
-        v = self._cols[col.key][self._view[row]]
+        v = self._cols[col.key][src]
         kind = col.kind
         if kind == "uuid":
             return str(v)[:8]
@@ -498,7 +525,9 @@ class BlotterModel(QAbstractTableModel):
         return self._cats[col.key][int(v)]
 
     def rows_as_text(self, rows: Sequence[int], columns: Sequence[int]) -> list[list[str]]:
-        return [[self.text(r, c) for c in columns] for r in rows]
+        # Not through the display cache: exports run on worker threads over many rows.
+        view = self._view
+        return [[self._format(int(view[r]), c) for c in columns] for r in rows]
 
     # -- QAbstractTableModel ------------------------------------------------------------------
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
@@ -508,27 +537,23 @@ class BlotterModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(COLUMNS)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        row, column = index.row(), index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self.text(row, column)
-        col = COLUMNS[column]
-        if role == Qt.ItemDataRole.TextAlignmentRole:
-            if col.kind in ("int", "scaled"):
-                return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            return int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ForegroundRole:
-            src = self._view[row]
+        # Called for every visible cell and role on each paint: plain-int role tests, constants
+        # precomputed per column, nothing allocated for the roles we do not serve.
+        if role == _DISPLAY:
+            return self.text(index.row(), index.column()) if index.isValid() else None
+        if role == _ALIGN_ROLE:
+            return _ALIGNMENT[index.column()] if index.isValid() else None
+        if role == _FOREGROUND and index.isValid():
+            src = self._view[index.row()]
             if self._cols["status"][src] == _CANCELLED_CODE:
                 return _CANCELLED
-            if col.key == "side":
+            if index.column() == _SIDE_COLUMN:
                 return _BUY if self._cols["side"][src] == _SIDE_BUY else _SELL
             return None
-        if role == Qt.ItemDataRole.ToolTipRole and col.kind == "uuid":
-            return str(self._cols["trade_uuid"][self._view[row]])
-        if role == Qt.ItemDataRole.UserRole:
-            return self.trade_uuid_at(row)
+        if role == _TOOLTIP and index.isValid() and index.column() == _UUID_COLUMN:
+            return str(self._cols["trade_uuid"][self._view[index.row()]])
+        if role == _USER and index.isValid():
+            return self.trade_uuid_at(index.row())
         return None
 
     def headerData(
