@@ -22,16 +22,16 @@ from app.models.enums import ExerciseStyle, InstrumentType, OptionType
 from app.models.repository import TradeRepository
 from app.models.store import Store
 from app.services.events import EventBus
-from app.services.trading import TradingService
-from app.views.jobs import JobRunner
-from app.views.pricer import (
+from app.services.option_pricing import (
     MODEL_AMERICAN,
     MODEL_ASIAN,
     MODEL_BACHELIER,
     MODEL_BLACK,
-    OptionsPricerPanel,
     parse_strikes,
 )
+from app.services.trading import TradingService
+from app.views.jobs import JobRunner
+from app.views.pricer import OptionsPricerPanel
 from app.views.ticket import TicketDialog
 
 TODAY = dt.date.today()
