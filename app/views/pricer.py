@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import (
     QAbstractTableModel,
-    QDate,
     QModelIndex,
     QPersistentModelIndex,
     Qt,
@@ -44,11 +43,9 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QComboBox,
     QDateEdit,
-    QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
@@ -83,9 +80,15 @@ from app.services.trading import TradingService
 from app.views.jobs import JobContext, JobRunner
 from app.views.structure_panel import StructurePanel
 from app.views.ticket import TicketDialog
-
-_RED = "color: #b3261e; font-weight: bold;"
-_NOTE = "color: #666; font-size: 11px;"
+from app.views.widgets import (
+    ERROR_STYLE,
+    NOTE_STYLE,
+    pydate,
+    qdate,
+    spin_box,
+    stacked,
+    with_suffix,
+)
 
 
 class GridModel(QAbstractTableModel):
@@ -159,7 +162,7 @@ class OptionsPricerPanel(QWidget):
         self.product = QComboBox()
         self._fill_products()
         self.product_info = QLabel()
-        self.product_info.setStyleSheet(_NOTE)
+        self.product_info.setStyleSheet(NOTE_STYLE)
         self.model = QComboBox()
         self.model.addItems(list(MODELS))
         self.model.setSizeAdjustPolicy(
@@ -168,16 +171,16 @@ class OptionsPricerPanel(QWidget):
         self.model.setMinimumContentsLength(22)  # long model names must not widen the form
         self.call_put = QComboBox()
         self.call_put.addItems([OptionType.CALL.label, OptionType.PUT.label])
-        self.forward = self._spin(-1e7, 1e7, 4)
-        self.strike = self._spin(-1e7, 1e7, 4)
-        self.expiry = QDateEdit(_qdate(add_months(today, 3)))
+        self.forward = spin_box(-1e7, 1e7, 4)
+        self.strike = spin_box(-1e7, 1e7, 4)
+        self.expiry = QDateEdit(qdate(add_months(today, 3)))
         self.expiry.setCalendarPopup(True)
         self.expiry.setDisplayFormat("yyyy-MM-dd")
         self.t_label = QLabel()
-        self.t_label.setStyleSheet(_NOTE)
-        self.vol = self._spin(0.0, 1e6, 4)
+        self.t_label.setStyleSheet(NOTE_STYLE)
+        self.vol = spin_box(0.0, 1e6, 4)
         self.vol.setValue(DEFAULT_VOL_PCT)
-        self.rate = self._spin(-20.0, 50.0, 3)
+        self.rate = spin_box(-20.0, 50.0, 3)
         self.rate.setSuffix(" %")
         self.rate.setValue(3.0)
         self.premium_in = QLineEdit(placeholderText="optional: premium per unit → implied vol")
@@ -186,20 +189,20 @@ class OptionsPricerPanel(QWidget):
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
-        form.addRow("Product", _stack(self.product, self.product_info))
+        form.addRow("Product", stacked(self.product, self.product_info))
         form.addRow("Model", self.model)
         form.addRow("Call/Put", self.call_put)
         fwd_note = QLabel("Forward is typed; live curves arrive with the market-data feed")
-        fwd_note.setStyleSheet(_NOTE)
+        fwd_note.setStyleSheet(NOTE_STYLE)
         form.addRow("Forward (typed)", self.forward)
         form.addRow(fwd_note)  # spans both columns: never clipped
         form.addRow("Strike", self.strike)
-        form.addRow("Expiry", _stack(self.expiry, self.t_label))
+        form.addRow("Expiry", stacked(self.expiry, self.t_label))
         self.vol_label = QLabel("Vol")
         form.addRow(self.vol_label, self.vol)
         form.addRow("Rate", self.rate)
         form.addRow("Premium → IV", self.premium_in)
-        form.addRow("Quantity", _row(self.quantity, self.qty_unit))
+        form.addRow("Quantity", with_suffix(self.quantity, self.qty_unit, 50))
         inputs_box = QGroupBox("Inputs")
         inputs_box.setLayout(form)
 
@@ -233,7 +236,7 @@ class OptionsPricerPanel(QWidget):
             self.out[key], self.out_caption[key] = val, cap
         self.out["price"].setStyleSheet("font-weight: bold;")
         self.greeks_note = QLabel()
-        self.greeks_note.setStyleSheet(_NOTE)
+        self.greeks_note.setStyleSheet(NOTE_STYLE)
         self.greeks_note.setWordWrap(True)
         grid.addWidget(self.greeks_note, len(captions), 0, 1, 2)
         outputs_box = QGroupBox("Results")
@@ -241,7 +244,7 @@ class OptionsPricerPanel(QWidget):
 
         self.message = QLabel()
         self.message.setObjectName("pricer_message")
-        self.message.setStyleSheet(_RED)
+        self.message.setStyleSheet(ERROR_STYLE)
         self.message.setWordWrap(True)
         self.message.hide()
 
@@ -308,7 +311,7 @@ class OptionsPricerPanel(QWidget):
         self.grid_button = QPushButton("Price grid")
         self.grid_button.clicked.connect(self.price_grid)
         self.grid_message = QLabel()
-        self.grid_message.setStyleSheet(_RED)
+        self.grid_message.setStyleSheet(ERROR_STYLE)
         self.grid_message.setWordWrap(True)
         self.grid_message.hide()
         self.grid_model = GridModel(self)
@@ -319,7 +322,7 @@ class OptionsPricerPanel(QWidget):
         gform.addRow("Strikes", self.grid_strikes)
         gform.addRow("Expiries (months ahead)", self.grid_months)
         gnote = QLabel("Model, call/put, forward, vol and rate from the Single option tab.")
-        gnote.setStyleSheet(_NOTE)
+        gnote.setStyleSheet(NOTE_STYLE)
         gv = QVBoxLayout()
         gv.addLayout(gform)
         gv.addWidget(gnote)
@@ -358,16 +361,6 @@ class OptionsPricerPanel(QWidget):
         self._product_changed(self.product.currentText())
 
     # -- helpers ------------------------------------------------------------------------------
-    @staticmethod
-    def _spin(lo: float, hi: float, decimals: int) -> QDoubleSpinBox:
-        box = QDoubleSpinBox()
-        box.setRange(lo, hi)
-        box.setDecimals(decimals)
-        box.setKeyboardTracking(False)
-        box.setGroupSeparatorShown(True)
-        box.setAccelerated(True)
-        return box
-
     def _fill_products(self) -> None:
         current = self.product.currentText()
         self.product.blockSignals(True)
@@ -434,7 +427,7 @@ class OptionsPricerPanel(QWidget):
             call=self.call_put.currentText() == OptionType.CALL.label,
             F=self.forward.value(),
             K=self.strike.value(),
-            expiry=_pydate(self.expiry.date()),
+            expiry=pydate(self.expiry.date()),
             today=dt.date.today(),
             vol=self.vol.value()
             if self.model.currentText() == MODEL_BACHELIER
@@ -575,13 +568,13 @@ class OptionsPricerPanel(QWidget):
         dlg.option_type.setCurrentText(self.call_put.currentText())
         dlg.strike.setText(_num(inp.K))
         dlg.price.setText(_num(inp.F))
-        dlg.expiry_date.setDate(_qdate(inp.expiry))
+        dlg.expiry_date.setDate(qdate(inp.expiry))
         dlg.exercise_style.setCurrentText(STYLE_OF_MODEL[inp.model].label)
         if self.result is not None:
             dlg.premium.setText(f"{max(self.result['price'], 0.0):.4f}")
         start, end = month_after(inp.expiry)
-        dlg.delivery_start.setDate(_qdate(start))
-        dlg.delivery_end.setDate(_qdate(end))
+        dlg.delivery_start.setDate(qdate(start))
+        dlg.delivery_end.setDate(qdate(end))
         if inp.quantity is not None:
             dlg.quantity.setText(_num(inp.quantity))
         dlg.counterparty.setCurrentText("")
@@ -599,14 +592,6 @@ class OptionsPricerPanel(QWidget):
 
 
 # -- small helpers --------------------------------------------------------------------------
-
-
-def _qdate(d: dt.date) -> QDate:
-    return QDate(d.year, d.month, d.day)
-
-
-def _pydate(q: QDate) -> dt.date:
-    return dt.date(q.year(), q.month(), q.day())
 
 
 def _opt_float(text: str, name: str) -> float | None:
@@ -639,23 +624,3 @@ def _default_strikes(F: float) -> list[float]:
     base = _round_strike(F)
     inc = _round_strike(abs(F) * 0.1) or 1.0
     return [round(base + i * inc, 6) for i in range(-2, 3)]
-
-
-def _stack(main: QWidget, note: QLabel) -> QWidget:
-    box = QWidget()
-    v = QVBoxLayout(box)
-    v.setContentsMargins(0, 0, 0, 0)
-    v.setSpacing(1)
-    v.addWidget(main)
-    v.addWidget(note)
-    return box
-
-
-def _row(main: QWidget, suffix: QLabel) -> QWidget:
-    box = QWidget()
-    h = QHBoxLayout(box)
-    h.setContentsMargins(0, 0, 0, 0)
-    h.addWidget(main, 1)
-    suffix.setMinimumWidth(50)
-    h.addWidget(suffix)
-    return box

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QDate, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QComboBox,
@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
 from app.engine.options import black76
 from app.engine.structured import StructuredProduct, breakevens, greeks, payoff, price
 from app.views.jobs import JobContext, JobRunner
+from app.views.widgets import ERROR_STYLE, NOTE_STYLE, pydate, qdate, spin_box
 
 COLLAR_PRODUCER = "Collar (producer)"
 COLLAR_CONSUMER = "Collar (consumer)"
@@ -82,9 +83,6 @@ DEFAULT_MONEYNESS: dict[str, tuple[float, float, float]] = {
 }
 DEFAULT_F = 74.0
 CHART_POINTS = 121
-
-_RED = "color: #b3261e; font-weight: bold;"
-_NOTE = "color: #666; font-size: 11px;"
 
 
 # -- pure calculation (runs in the job) -----------------------------------------------------
@@ -208,25 +206,25 @@ class StructurePanel(QWidget):
         # -- inputs
         self.structure = QComboBox()
         self.structure.addItems(list(STRUCTURES))
-        self.k1 = self._spin(-1e7, 1e7, 4)
-        self.k2 = self._spin(-1e7, 1e7, 4)
-        self.k3 = self._spin(-1e7, 1e7, 4)
-        self.participation = self._spin(0.0, 100.0, 2)
+        self.k1 = spin_box(-1e7, 1e7, 4)
+        self.k2 = spin_box(-1e7, 1e7, 4)
+        self.k3 = spin_box(-1e7, 1e7, 4)
+        self.participation = spin_box(0.0, 100.0, 2)
         self.participation.setSuffix(" %")
         self.participation.setValue(50.0)
-        self.quantity = self._spin(0.0, 1e12, 2)
+        self.quantity = spin_box(0.0, 1e12, 2)
         self.quantity.setValue(1000.0)
-        self.forward = self._spin(0.0, 1e7, 4)
+        self.forward = spin_box(0.0, 1e7, 4)
         self.forward.setValue(DEFAULT_F)
-        self.expiry = QDateEdit(_qdate(today + dt.timedelta(days=91)))
+        self.expiry = QDateEdit(qdate(today + dt.timedelta(days=91)))
         self.expiry.setCalendarPopup(True)
         self.expiry.setDisplayFormat("yyyy-MM-dd")
         self.t_label = QLabel()
-        self.t_label.setStyleSheet(_NOTE)
-        self.vol = self._spin(0.0, 1e4, 4)
+        self.t_label.setStyleSheet(NOTE_STYLE)
+        self.vol = spin_box(0.0, 1e4, 4)
         self.vol.setSuffix(" %")
         self.vol.setValue(35.0)
-        self.rate = self._spin(-20.0, 50.0, 3)
+        self.rate = spin_box(-20.0, 50.0, 3)
         self.rate.setSuffix(" %")
         self.rate.setValue(3.0)
 
@@ -282,14 +280,14 @@ class StructurePanel(QWidget):
             self.out[key] = val
         self.out["price"].setStyleSheet("font-weight: bold;")
         note = QLabel("Greeks of the whole position. Holder's side: positive price = premium paid.")
-        note.setStyleSheet(_NOTE)
+        note.setStyleSheet(NOTE_STYLE)
         note.setWordWrap(True)
         outputs_box = QGroupBox("Results")
         outputs_box.setLayout(grid)
 
         self.message = QLabel()
         self.message.setObjectName("structure_message")
-        self.message.setStyleSheet(_RED)
+        self.message.setStyleSheet(ERROR_STYLE)
         self.message.setWordWrap(True)
         self.message.hide()
 
@@ -366,16 +364,6 @@ class StructurePanel(QWidget):
         self._structure_changed(self.structure.currentText())
 
     # -- helpers ------------------------------------------------------------------------------
-    @staticmethod
-    def _spin(lo: float, hi: float, decimals: int) -> QDoubleSpinBox:
-        box = QDoubleSpinBox()
-        box.setRange(lo, hi)
-        box.setDecimals(decimals)
-        box.setKeyboardTracking(False)
-        box.setGroupSeparatorShown(True)
-        box.setAccelerated(True)
-        return box
-
     def strike_inputs(self) -> list[QDoubleSpinBox]:
         """The strike-like inputs the current structure uses (in order)."""
         boxes = [self.k1, self.k2, self.k3]
@@ -419,7 +407,7 @@ class StructurePanel(QWidget):
             participation=self.participation.value() / 100.0,
             quantity=self.quantity.value(),
             F=self.forward.value(),
-            expiry=_pydate(self.expiry.date()),
+            expiry=pydate(self.expiry.date()),
             today=dt.date.today(),
             vol=self.vol.value() / 100.0,
             rate=self.rate.value() / 100.0,
@@ -510,14 +498,3 @@ def breakeven_text(product: StructuredProduct, premium: float, points: Any) -> s
         else:
             runs.append([b, b])
     return ", ".join(f"{a:,.2f}" if a == b else f"{a:,.2f}–{b:,.2f}" for a, b in runs)
-
-
-# -- small helpers --------------------------------------------------------------------------
-
-
-def _qdate(d: dt.date) -> QDate:
-    return QDate(d.year, d.month, d.day)
-
-
-def _pydate(q: QDate) -> dt.date:
-    return dt.date(q.year(), q.month(), q.day())

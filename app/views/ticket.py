@@ -12,7 +12,7 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from PySide6.QtCore import QDate, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QInputDialog,
     QLabel,
     QLineEdit,
@@ -37,18 +36,9 @@ from app.models.enums import ExerciseStyle, InstrumentType, OptionType, Side
 from app.models.repository import StaleVersionError, TradeRecord
 from app.models.store import StoreError
 from app.services.trading import TradeValidationError, TradingService
+from app.views.widgets import FIELD_ERROR_STYLE, pydate, qdate, stacked, with_suffix
 
 log = logging.getLogger(__name__)
-
-_ERR_STYLE = "color: #b3261e; font-size: 11px;"
-
-
-def _qdate(d: dt.date) -> QDate:
-    return QDate(d.year, d.month, d.day)
-
-
-def _pydate(q: QDate) -> dt.date:
-    return dt.date(q.year(), q.month(), q.day())
 
 
 def _dec_text(v: Decimal | None) -> str:
@@ -112,9 +102,9 @@ class TicketDialog(QDialog):
         self._row(form, "Product", "product", self.product)
         self._row(form, "Instrument", "instrument", self.instrument)
         self._row(form, "Buy/Sell", "side", self.side)
-        self._row(form, "Quantity", "quantity", self._with(self.quantity, self.unit_label))
+        self._row(form, "Quantity", "quantity", with_suffix(self.quantity, self.unit_label, 90))
         self.fields["quantity"] = self.quantity
-        self._row(form, "Price", "price", self._with(self.price, self.price_label))
+        self._row(form, "Price", "price", with_suffix(self.price, self.price_label, 90))
         self.fields["price"] = self.price
         self._row(form, "Trade date", "trade_date", self.trade_date)
         self._row(form, "Delivery start", "delivery_start", self.delivery_start)
@@ -135,7 +125,7 @@ class TicketDialog(QDialog):
         self._row(form, "Comment", "comment", self.comment)
 
         self.summary = QLabel()
-        self.summary.setStyleSheet(_ERR_STYLE)
+        self.summary.setStyleSheet(FIELD_ERROR_STYLE)
         self.summary.setWordWrap(True)
         self.summary.hide()
 
@@ -189,33 +179,17 @@ class TicketDialog(QDialog):
         return box
 
     def _date(self, d: dt.date) -> QDateEdit:
-        w = QDateEdit(_qdate(d))
+        w = QDateEdit(qdate(d))
         w.setCalendarPopup(True)
         w.setDisplayFormat("yyyy-MM-dd")
         return w
 
-    @staticmethod
-    def _with(main: QWidget, suffix: QLabel) -> QWidget:
-        box = QWidget()
-        h = QHBoxLayout(box)
-        h.setContentsMargins(0, 0, 0, 0)
-        h.addWidget(main, 1)
-        suffix.setMinimumWidth(90)
-        h.addWidget(suffix)
-        return box
-
     def _row(self, form: QFormLayout, label: str, name: str, widget: QWidget) -> None:
         err = QLabel()
-        err.setStyleSheet(_ERR_STYLE)
+        err.setStyleSheet(FIELD_ERROR_STYLE)
         err.setObjectName(f"error_{name}")
         err.hide()
-        box = QWidget()
-        v = QVBoxLayout(box)
-        v.setContentsMargins(0, 0, 0, 0)
-        v.setSpacing(1)
-        v.addWidget(widget)
-        v.addWidget(err)
-        form.addRow(label, box)
+        form.addRow(label, stacked(widget, err))
         self._errors[name] = err
         self.fields.setdefault(name, widget)
 
@@ -230,7 +204,7 @@ class TicketDialog(QDialog):
             self.fields[name].setText(_dec_text(raw.get(name)))  # type: ignore[attr-defined]
         for name in ("trade_date", "delivery_start", "delivery_end", "expiry_date"):
             if raw.get(name) is not None:
-                self.fields[name].setDate(_qdate(raw[name]))  # type: ignore[attr-defined]
+                self.fields[name].setDate(qdate(raw[name]))  # type: ignore[attr-defined]
         self.comment.setText(raw.get("comment") or "")
 
     def _update_units(self) -> None:
@@ -254,16 +228,16 @@ class TicketDialog(QDialog):
             "side": self.side.currentText(),
             "quantity": self.quantity.text(),
             "price": self.price.text(),
-            "trade_date": _pydate(self.trade_date.date()),
-            "delivery_start": _pydate(self.delivery_start.date()),
-            "delivery_end": _pydate(self.delivery_end.date()),
+            "trade_date": pydate(self.trade_date.date()),
+            "delivery_start": pydate(self.delivery_start.date()),
+            "delivery_end": pydate(self.delivery_end.date()),
             "comment": self.comment.text(),
         }
         if is_option:
             raw.update(
                 option_type=self.option_type.currentText(),
                 strike=self.strike.text(),
-                expiry_date=_pydate(self.expiry_date.date()),
+                expiry_date=pydate(self.expiry_date.date()),
                 exercise_style=self.exercise_style.currentText(),
                 premium=self.premium.text(),
             )
