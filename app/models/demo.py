@@ -12,21 +12,19 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select
 
+from app.models.catalogue import PRODUCT_BY_CODE, PRODUCT_SPECS
 from app.models.entities import Book, Counterparty, Product, Trade
 from app.models.enums import (
     Commodity,
     ExerciseStyle,
     InstrumentType,
-    LoadShape,
     OptionType,
     Side,
     TradeStatus,
-    Unit,
 )
 from app.models.lei import lei_with_check_digits
 from app.models.store import Store
@@ -34,177 +32,6 @@ from app.models.types import PRICE_PLACES, QUANTITY_PLACES, utcnow
 
 DEMO_USER = "demo"
 
-# code, name, commodity, hub, unit, currency, contract size, load shape, floor, cap, level, lot
-PRODUCTS: list[tuple[Any, ...]] = [
-    (
-        "PWR-DE-BASE",
-        "EEX German Power Base",
-        Commodity.POWER,
-        "EEX German power",
-        Unit.MWH,
-        "EUR",
-        "1",
-        LoadShape.BASE,
-        "-500",
-        "4000",
-        88.0,
-        720,
-    ),
-    (
-        "PWR-DE-PEAK",
-        "EEX German Power Peak",
-        Commodity.POWER,
-        "EEX German power",
-        Unit.MWH,
-        "EUR",
-        "1",
-        LoadShape.PEAK,
-        "-500",
-        "4000",
-        101.0,
-        264,
-    ),
-    (
-        "PWR-PJMW-PEAK",
-        "PJM West Hub Peak",
-        Commodity.POWER,
-        "PJM West",
-        Unit.MWH,
-        "USD",
-        "1",
-        LoadShape.PEAK,
-        "-500",
-        "3000",
-        58.0,
-        800,
-    ),
-    (
-        "PWR-PJMW-OFFPK",
-        "PJM West Hub Off-peak",
-        Commodity.POWER,
-        "PJM West",
-        Unit.MWH,
-        "USD",
-        "1",
-        LoadShape.OFF_PEAK,
-        "-500",
-        "3000",
-        39.0,
-        1000,
-    ),
-    (
-        "NG-HH",
-        "Henry Hub Natural Gas",
-        Commodity.NATURAL_GAS,
-        "Henry Hub",
-        Unit.MMBTU,
-        "USD",
-        "10000",
-        None,
-        "-5",
-        "100",
-        3.40,
-        10000,
-    ),
-    (
-        "NG-TTF",
-        "TTF Natural Gas",
-        Commodity.NATURAL_GAS,
-        "TTF",
-        Unit.MWH,
-        "EUR",
-        "1",
-        None,
-        "-20",
-        "500",
-        33.5,
-        720,
-    ),
-    (
-        "NG-NBP",
-        "NBP Natural Gas",
-        Commodity.NATURAL_GAS,
-        "NBP",
-        Unit.THERM,
-        "GBP",
-        "1000",
-        None,
-        "-0.5",
-        "8",
-        0.84,
-        30000,
-    ),
-    (
-        "CR-BRENT",
-        "Brent Crude",
-        Commodity.CRUDE,
-        "Brent",
-        Unit.BBL,
-        "USD",
-        "1000",
-        None,
-        "-50",
-        "300",
-        74.0,
-        1000,
-    ),
-    (
-        "CR-WTI",
-        "WTI Crude (Cushing)",
-        Commodity.CRUDE,
-        "WTI Cushing",
-        Unit.BBL,
-        "USD",
-        "1000",
-        None,
-        "-60",
-        "300",
-        70.0,
-        1000,
-    ),
-    (
-        "RP-ULSD-NYH",
-        "NY Harbor ULSD",
-        Commodity.REFINED,
-        "NY Harbor ULSD",
-        Unit.GAL,
-        "USD",
-        "42000",
-        None,
-        "-1",
-        "10",
-        2.38,
-        42000,
-    ),
-    (
-        "RP-RBOB-NYH",
-        "NY Harbor RBOB Gasoline",
-        Commodity.REFINED,
-        "RBOB",
-        Unit.GAL,
-        "USD",
-        "42000",
-        None,
-        "-1",
-        "10",
-        2.12,
-        42000,
-    ),
-    (
-        "RP-GASOIL",
-        "ICE Low Sulphur Gasoil",
-        Commodity.REFINED,
-        "ARA",
-        Unit.TONNE,
-        "USD",
-        "100",
-        None,
-        "-100",
-        "3000",
-        690.0,
-        100,
-    ),
-]
 
 # name, LEI prefix (18 chars; check digits appended), country, Islamic finance
 COUNTERPARTIES: list[tuple[str, str, str, bool]] = [
@@ -239,7 +66,9 @@ def ensure_reference_data(store: Store) -> None:
     """Create the standard product list (not demo: real hubs a desk trades) if missing."""
     with store.session() as s:
         have = set(s.scalars(select(Product.code)))
-        for code, name, com, hub, unit, ccy, size, shape, floor, cap, _lvl, _lot in PRODUCTS:
+        for p in PRODUCT_SPECS:
+            code, name, com, hub, unit, ccy = p.code, p.name, p.commodity, p.hub, p.unit, p.currency
+            size, shape, floor, cap = p.contract_size, p.load_shape, p.price_floor, p.price_cap
             if code in have:
                 continue
             s.add(
@@ -334,7 +163,7 @@ def seed_demo(
         products = {p.code: p for p in s.scalars(select(Product))}
 
     rng = np.random.default_rng(seed)
-    spec = {row[0]: row for row in PRODUCTS}
+    spec = PRODUCT_BY_CODE
     codes = list(spec)
     cp_ids = np.array([cps[c[0]] for c in COUNTERPARTIES])
     first_month = _month_add(today, 1)
@@ -371,17 +200,19 @@ def seed_demo(
             end = _month_add(start, int(tenor_len[k])) - dt.timedelta(days=1)
             # Winter premium for gas and power: a seasonal shape on the price level.
             season = 1.0 + (0.12 if start.month in (11, 12, 1, 2) else 0.0) * (
-                p[2] in (Commodity.NATURAL_GAS, Commodity.POWER)
+                p.commodity in (Commodity.NATURAL_GAS, Commodity.POWER)
             )
-            price = round(p[10] * season * float(np.exp(shock[k])), 4 if p[10] < 20 else 2)
-            qty = int(lots[k]) * int(p[11])
-            option = bool(is_opt[k]) and p[2] is not Commodity.POWER
+            price = round(
+                p.typical_level * season * float(np.exp(shock[k])), 4 if p.typical_level < 20 else 2
+            )
+            qty = int(lots[k]) * int(p.lot)
+            option = bool(is_opt[k]) and p.commodity is not Commodity.POWER
             trade_date = today - dt.timedelta(days=int(days_ago[k]))
             row = {
                 "trade_uuid": uuid.UUID(bytes=rng.bytes(16), version=4),
                 "version": 1,
                 "is_current": True,
-                "book_id": books[_BOOK_FOR[p[2]]],
+                "book_id": books[_BOOK_FOR[p.commodity]],
                 "counterparty_id": int(cp_ids[cp_i[k]]),
                 "product_id": prod.id,
                 "instrument": (
@@ -395,9 +226,9 @@ def seed_demo(
                 ),
                 "side": Side.BUY if side_i[k] else Side.SELL,
                 "quantity": Decimal(qty * q_scale).scaleb(-QUANTITY_PLACES),
-                "quantity_unit": p[4],
+                "quantity_unit": p.unit,
                 "price": Decimal(round(price * p_scale)).scaleb(-PRICE_PLACES),
-                "currency": p[5],
+                "currency": p.currency,
                 "trade_date": trade_date,
                 "delivery_start": start,
                 "delivery_end": end,

@@ -40,6 +40,7 @@ from app.engine.options import (
     implied_vol_bachelier_detail,
     implied_vol_black76_detail,
 )
+from app.models.catalogue import PRODUCT_SPECS
 from app.models.enums import Commodity, ExerciseStyle
 
 MODEL_BLACK = "Black-76 European"
@@ -58,20 +59,7 @@ ASIAN_FIXINGS = 21
 ASIAN_WINDOW = 1.0 / 12.0  # averaging over the (delivery) month before expiry
 
 #: Typed starting forward per product code (no live curve yet), then per commodity.
-TYPICAL_LEVEL: dict[str, float] = {
-    "PWR-DE-BASE": 88.0,
-    "PWR-DE-PEAK": 101.0,
-    "PWR-PJMW-PEAK": 58.0,
-    "PWR-PJMW-OFFPK": 39.0,
-    "NG-HH": 3.4,
-    "NG-TTF": 33.5,
-    "NG-NBP": 0.84,
-    "CR-BRENT": 74.0,
-    "CR-WTI": 70.0,
-    "RP-ULSD-NYH": 2.38,
-    "RP-RBOB-NYH": 2.12,
-    "RP-GASOIL": 690.0,
-}
+TYPICAL_LEVEL: dict[str, float] = {p.code: p.typical_level for p in PRODUCT_SPECS}
 TYPICAL_BY_COMMODITY: dict[Commodity, float] = {
     Commodity.POWER: 80.0,
     Commodity.NATURAL_GAS: 30.0,
