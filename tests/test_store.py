@@ -35,7 +35,15 @@ from app.models.store import (
     StoreVersionError,
 )
 
-SCHEMA_TABLES = {"alembic_version", "book", "counterparty", "product", "trade"}
+SCHEMA_TABLES = {
+    "alembic_version",
+    "book",
+    "counterparty",
+    "product",
+    "trade",
+    "price_tick",
+    "settlement_curve",
+}
 
 
 def head_revision() -> str:

@@ -14,14 +14,17 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Date,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     Uuid,
 )
@@ -177,3 +180,40 @@ class Trade(Base):
     def economics(self) -> dict[str, Any]:
         """The economic fields of this version as a dict."""
         return {name: getattr(self, name) for name in self.ECONOMIC_FIELDS}
+
+
+class PriceTick(Base):
+    """A recorded market price (sampled intraday trade tick, or an end-of-day settlement).
+
+    Market data are measurements, not booked amounts: prices are binary floats (exactly what the
+    feed sent), times are exchange timestamps in ns since the epoch.
+    """
+
+    __tablename__ = "price_tick"
+    __table_args__ = (Index("ix_price_tick_instrument_ts", "instrument", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    instrument: Mapped[str] = mapped_column(String(48))
+    ts: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(8))  # 'trade' | 'settle'
+    bid: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ask: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last: Mapped[float | None] = mapped_column(Float, nullable=True)
+    size: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class SettlementCurve(Base):
+    """The end-of-day settlement forward curve of a product (monthly prices from ``start``)."""
+
+    __tablename__ = "settlement_curve"
+    __table_args__ = (
+        UniqueConstraint("product", "settle_date", name="uq_settlement_curve_product_date"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    product: Mapped[str] = mapped_column(String(32))
+    settle_date: Mapped[dt.date] = mapped_column(Date)
+    start_month: Mapped[str] = mapped_column(String(7))  # 'YYYY-MM'
+    prices: Mapped[str] = mapped_column(Text)  # JSON array of floats
+    ts: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(80), default="")
