@@ -1,7 +1,12 @@
 """Command line: ``quantaenergi`` / ``python -m app``.
 
-``quantaenergi [--data-dir DIR] [--screenshot PNG] [--reseed-demo | --clear-demo]`` starts the
-workstation. Headless subcommands (report, var, feed server ...) are added here by their modules.
+``quantaenergi [--data-dir DIR] [--screenshot PNG] [--reseed-demo | --clear-demo]
+[--feed URL | --no-feed] [--feed-mode simulate|replay] [--feed-speed X]`` starts the workstation.
+
+Headless subcommands:
+
+* ``quantaenergi feed serve [...]`` runs the price-feed server (see ``feed serve --help``);
+* ``quantaenergi feed set-token URL`` stores the token of a remote feed in the OS keyring.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import sys
 from pathlib import Path
 
 from app import __version__
+from app.settings import FeedOptions
 
 NO_DISPLAY = (
     "No display found (DISPLAY/WAYLAND_DISPLAY unset). Run under a desktop, under Xvfb "
@@ -39,7 +45,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--clear-demo", action="store_true",
                       help="remove the demo desk before starting (and do not seed it again)")  # fmt: skip
+    feed = p.add_argument_group("price feed")
+    src = feed.add_mutually_exclusive_group()
+    src.add_argument("--feed", metavar="URL",
+                     help="connect to a remote feed (ws://host:port); its token is read from the "
+                          "OS keyring (store it with `quantaenergi feed set-token URL`). "
+                          "Default: $QE_FEED_URL, else an embedded feed server on loopback")  # fmt: skip
+    src.add_argument("--no-feed", action="store_true",
+                     help="start without live prices (recorded settlements are shown, stale)")  # fmt: skip
+    feed.add_argument("--feed-mode", choices=("simulate", "replay"), default="simulate",
+                      help="what the embedded feed server plays: a simulated market (default) "
+                           "or the bundled EIA history (Brent, WTI, Henry Hub)")  # fmt: skip
+    feed.add_argument("--feed-speed", metavar="X", type=float,
+                      help="embedded feed speed in trading days per second (simulate default "
+                           "1/240, replay default 1)")  # fmt: skip
     return p
+
+
+def feed_main(argv: list[str]) -> int:
+    """``quantaenergi feed serve|set-token ...``."""
+    if argv and argv[0] == "set-token":
+        import getpass
+
+        from app.feed.client import store_token
+
+        if len(argv) != 2:
+            print("usage: quantaenergi feed set-token URL", file=sys.stderr)
+            return 2
+        token = os.environ.get("QE_FEED_TOKEN") or getpass.getpass(f"Token for {argv[1]}: ")
+        if not token:
+            print("error: empty token", file=sys.stderr)
+            return 2
+        if not store_token(argv[1], token):
+            print("error: no OS keyring is available to store the token", file=sys.stderr)
+            return 1
+        print(f"Token for {argv[1]} stored in the OS keyring")
+        return 0
+    if argv and argv[0] == "serve":
+        from app.feed.serve import main as serve_main
+
+        return serve_main(argv[1:])
+    print("usage: quantaenergi feed {serve,set-token} ...  (quantaenergi feed serve --help)",
+          file=sys.stderr)  # fmt: skip
+    return 2
 
 
 def has_display() -> bool:
@@ -51,6 +99,9 @@ def has_display() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "feed":
+        return feed_main(argv[1:])
     args = build_parser().parse_args(argv)
     if not has_display():
         if args.screenshot is None:
@@ -60,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     from app.views.application import run_gui
 
     action = "reseed" if args.reseed_demo else "clear" if args.clear_demo else None
-    return run_gui(args.data_dir, args.screenshot, action, seed_demo_if_empty=not args.clear_demo)
+    feed = FeedOptions(
+        url=args.feed, enabled=not args.no_feed, mode=args.feed_mode, speed=args.feed_speed
+    )
+    return run_gui(
+        args.data_dir, args.screenshot, action, seed_demo_if_empty=not args.clear_demo, feed=feed
+    )
 
 
 if __name__ == "__main__":

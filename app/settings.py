@@ -24,6 +24,21 @@ def default_data_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class FeedOptions:
+    """Where live prices come from (command line; ``url`` falls back to ``QE_FEED_URL``).
+
+    ``url`` set: connect to that remote feed with the token from the OS keyring. Otherwise, when
+    ``enabled``, start the embedded feed server (``mode`` simulate or replay, ``speed`` in trading
+    days per second, ``None`` = the mode's default) on a free loopback port.
+    """
+
+    url: str | None = None
+    enabled: bool = True
+    mode: str = "simulate"
+    speed: float | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Resolved locations for one run of the workstation."""
 

@@ -17,6 +17,9 @@ from pytestqt.qtbot import QtBot
 from app.engine.american import american_black76
 from app.engine.asian import asian_turnbull_wakeman
 from app.engine.options import bachelier, black76, black76_greeks
+from app.feed import market_state as ms
+from app.feed.market_state import MarketState
+from app.feed.protocol import CurveUpdate
 from app.models import demo
 from app.models.enums import ExerciseStyle, InstrumentType, OptionType
 from app.models.repository import TradeRepository
@@ -33,6 +36,7 @@ from app.services.trading import TradingService
 from app.views.jobs import JobRunner
 from app.views.pricer import OptionsPricerPanel
 from app.views.ticket import TicketDialog
+from app.views.widgets import qdate
 
 TODAY = dt.date.today()
 
@@ -345,3 +349,45 @@ def test_charts_are_filled(qtbot: QtBot, panel: OptionsPricerPanel) -> None:
     kx, vy = panel.smile_curve.getData()
     assert len(kx) == 41 and np.allclose(vy, 35.0)
     assert len(panel.smile_point.getData()[0]) == 1
+
+
+def test_forward_live_from_curve_follows_updates_and_says_when_unavailable(
+    qtbot: QtBot, env: tuple[TradingService, JobRunner]
+) -> None:
+    trading, runner = env
+    state = MarketState()
+    state.update_status(state=ms.CONNECTED)
+    today = dt.date.today()
+    first = np.datetime64(today, "M") + 1
+    prices = [30.0 + k for k in range(24)]  # month k after today's month -> 30 + k
+    state.apply_curve(CurveUpdate("NG-TTF", str(first), prices, 1, True, None))
+    p = OptionsPricerPanel(runner, trading, market=state)
+    qtbot.addWidget(p)
+    p.show()
+    p.product.setCurrentText("NG-TTF")
+    assert p.fwd_source.currentText() == "Live curve" and p.forward.isReadOnly()
+    # Expiry in month +2 -> the option is on month +3, i.e. curve index 2: 32.0 (brute force).
+    expiry = _add_months(today.replace(day=1), 2).replace(day=10)
+    p.expiry.setDate(qdate(expiry))
+    assert p.forward.value() == pytest.approx(prices[2])
+    assert "Live: NG-TTF" in p.fwd_note.text() and "STALE" not in p.fwd_note.text()
+    # A block update of that month moves the forward when the bridge reports the curve.
+    state.apply_curve(CurveUpdate("NG-TTF", str(first + 2), [41.5], 2, False, None))
+    p.on_curves({"NG-TTF"})
+    assert p.forward.value() == pytest.approx(41.5)
+    state.update_status(state=ms.RECONNECTING)
+    p.on_curves({"NG-TTF"})
+    assert "STALE" in p.fwd_note.text()
+    # Beyond the curve: the typed forward is kept, editable, and the note says why.
+    p.expiry.setDate(qdate(_add_months(today, 40)))
+    assert not p.forward.isReadOnly() and "does not cover" in p.fwd_note.text()
+    # No curve at all for another product.
+    p.product.setCurrentText("CR-BRENT")
+    assert "No live curve for CR-BRENT" in p.fwd_note.text()
+    # Typed mode never overwrites what the user entered.
+    p.product.setCurrentText("NG-TTF")
+    p.fwd_source.setCurrentText("Typed")
+    p.expiry.setDate(qdate(expiry))
+    p.forward.setValue(12.34)
+    p.on_curves({"NG-TTF"})
+    assert p.forward.value() == pytest.approx(12.34) and not p.forward.isReadOnly()

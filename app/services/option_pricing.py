@@ -32,6 +32,7 @@ import numpy as np
 
 from app.engine.american import american_black76
 from app.engine.asian import asian_turnbull_wakeman
+from app.engine.curves import ForwardCurve
 from app.engine.options import (
     bachelier,
     bachelier_greeks,
@@ -121,6 +122,21 @@ def month_after(d: dt.date) -> tuple[dt.date, dt.date]:
     """First and last day of the calendar month after ``d``'s month."""
     start = add_months(d.replace(day=1), 1)
     return start, start.replace(day=calendar.monthrange(start.year, start.month)[1])
+
+
+def forward_for_expiry(curve: ForwardCurve, expiry: dt.date) -> float:
+    """Forward of the contract an option expiring on ``expiry`` is written on: the delivery-
+    weighted average of ``curve`` over the calendar month after the expiry month.
+
+    Raises ValueError (with the month) when the curve does not cover that month.
+    """
+    start, end = month_after(expiry)
+    if start < curve.start or end > curve.end:
+        raise ValueError(
+            f"the {curve.product or 'live'} curve ({curve.start:%b-%y}..{curve.end:%b-%y}) does "
+            f"not cover {start:%b-%y}, the month after expiry"
+        )
+    return curve.price(start, end)
 
 
 Pricer = Callable[[Any, Any, Any, Any, Any], Any]

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 from PySide6.QtCore import QLockFile, QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from app.feed.service import MarketDataService
 from app.logging_setup import install_excepthooks, setup_logging
 from app.models.repository import TradeRepository
 from app.models.store import Store, StoreError
 from app.services.events import EventBus
 from app.services.trading import TradingService
-from app.settings import Settings
+from app.settings import FeedOptions, Settings
 from app.views.jobs import JobRunner
 from app.views.log_dock import QtLogHandler
 from app.views.main_window import AppContext, MainWindow
@@ -31,8 +33,14 @@ def _qt_message(kind: QtMsgType, _ctx: object, message: str) -> None:
     logging.getLogger("qt").log(level, "%s", message)
 
 
-def build_context(settings: Settings, *, seed_demo_if_empty: bool = True) -> AppContext:
-    """Open the store and build services; raises :class:`StoreError` with a user message."""
+def build_context(
+    settings: Settings, *, seed_demo_if_empty: bool = True, feed: FeedOptions | None = None
+) -> AppContext:
+    """Open the store and build services; raises :class:`StoreError` with a user message.
+
+    ``feed`` says where live prices come from; ``None`` (tests, scripts) means no feed: the
+    market-data service only shows recorded settlements. The service is started by the window.
+    """
     store = Store.open_file(settings.store_path)
     try:
         store.check_writable()
@@ -45,11 +53,27 @@ def build_context(settings: Settings, *, seed_demo_if_empty: bool = True) -> App
     logging.getLogger().addHandler(handler)
     return AppContext(
         settings=settings, store=store, repo=repo, trading=TradingService(repo, bus), bus=bus,
-        runner=JobRunner(), log_handler=handler, seed_demo_if_empty=seed_demo_if_empty,
+        runner=JobRunner(), log_handler=handler, market=_market_service(settings, store, feed),
+        seed_demo_if_empty=seed_demo_if_empty,
     )  # fmt: skip
 
 
+def _market_service(
+    settings: Settings, store: Store, feed: FeedOptions | None
+) -> MarketDataService:
+    url = (feed.url if feed else None) or (settings.feed_url if feed else None)
+    if feed is None or (not feed.enabled and url is None):
+        return MarketDataService(store, settings.log_dir, embedded=False)
+    if url is not None:
+        from app.feed.client import load_token
+
+        token = os.environ.get("QE_FEED_TOKEN") or load_token(url)
+        return MarketDataService(store, settings.log_dir, url=url, token=token)
+    return MarketDataService(store, settings.log_dir, mode=feed.mode, speed=feed.speed)
+
+
 def close_context(ctx: AppContext) -> None:
+    ctx.market.stop()
     ctx.runner.shutdown()
     logging.getLogger().removeHandler(ctx.log_handler)
     ctx.store.close()
@@ -60,6 +84,7 @@ def run_gui(
     screenshot: Path | None = None,
     demo_action: str | None = None,
     seed_demo_if_empty: bool = True,
+    feed: FeedOptions | None = None,
 ) -> int:
     """Run the workstation; returns the process exit code."""
     settings = Settings.load(data_dir)
@@ -78,7 +103,9 @@ def run_gui(
         return _fail(screenshot, f"Another QuantaEnergi Workstation is using {settings.data_dir}. "
                      "Close it, or start with --data-dir pointing elsewhere.")  # fmt: skip
     try:
-        ctx = build_context(settings, seed_demo_if_empty=seed_demo_if_empty)
+        ctx = build_context(
+            settings, seed_demo_if_empty=seed_demo_if_empty, feed=feed or FeedOptions()
+        )
     except StoreError as exc:
         return _fail(screenshot, str(exc))
     log.info("QuantaEnergi starting; data dir %s; log %s", settings.data_dir, log_path)

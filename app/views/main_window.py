@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import __version__
+from app.feed.service import MarketDataService
 from app.models import demo
 from app.models.repository import RefData, TradeRepository
 from app.models.store import Store, StoreError
@@ -53,6 +54,7 @@ class AppContext:
     bus: EventBus
     runner: JobRunner
     log_handler: QtLogHandler
+    market: MarketDataService
     seed_demo_if_empty: bool = True
 
 
@@ -81,7 +83,7 @@ class MainWindow(QMainWindow):
         self._flush.timeout.connect(self._load_pending)
 
         self.blotter = BlotterPanel(ctx.runner)
-        self.pricer = OptionsPricerPanel(ctx.runner, ctx.trading)
+        self.pricer = OptionsPricerPanel(ctx.runner, ctx.trading, market=ctx.market.state)
         self.log_panel = LogPanel(ctx.log_handler)
         self.jobs_panel = JobsPanel(ctx.runner)
         self.docks: dict[str, QDockWidget] = {}
@@ -246,6 +248,7 @@ class MainWindow(QMainWindow):
 
         ctx.runner.submit("Opening store", prepare, on_result=self._refdata_ready,
                           on_error=self._fatal_store_error)  # fmt: skip
+        ctx.market.start()  # returns at once: history, feed server and client start in background
 
     def _refdata_ready(self, ref: RefData) -> None:
         self.pricer.refresh_products()

@@ -19,9 +19,10 @@ vectorised call: F by 0.5 % (delta, gamma), vol by 1 point (vega), rate by 1 bp 
 calendar time by one day (theta; one-sided when fewer than two days remain).
 
 The calculations themselves live in :mod:`app.services.option_pricing` (no Qt). The forward is
-typed: no live curve exists yet, so each product starts from a typical level
-(:data:`~app.services.option_pricing.TYPICAL_LEVEL`); live curves arrive with the market-data
-feed.
+*Live* by default: the delivery-weighted forward of the calendar month after expiry, read from
+the product's live curve in the market state and refreshed when the market bridge reports a
+curve change; *Typed* (or no curve yet) uses the value entered, starting from a typical level
+(:data:`~app.services.option_pricing.TYPICAL_LEVEL`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.feed.market_state import MarketState
 from app.models.enums import InstrumentType, OptionType
 from app.services.option_pricing import (
     ASIAN_FIXINGS,
@@ -72,6 +74,7 @@ from app.services.option_pricing import (
     add_months,
     compute,
     compute_grid,
+    forward_for_expiry,
     month_after,
     parse_months,
     parse_strikes,
@@ -89,6 +92,9 @@ from app.views.widgets import (
     stacked,
     with_suffix,
 )
+
+FWD_LIVE = "Live curve"
+FWD_TYPED = "Typed"
 
 
 class GridModel(QAbstractTableModel):
@@ -146,13 +152,20 @@ class OptionsPricerPanel(QWidget):
     sig_failed = Signal(str)
     """(message) shown in red in the panel."""
 
-    def __init__(self, runner: JobRunner, trading: TradingService, parent: Any = None) -> None:
+    def __init__(
+        self,
+        runner: JobRunner,
+        trading: TradingService,
+        parent: Any = None,
+        market: MarketState | None = None,
+    ) -> None:
         super().__init__(parent)
         import pyqtgraph as pg  # lazy: keeps application start-up fast
 
         self.setObjectName("options_pricer")
         self.runner = runner
         self.trading = trading
+        self.market = market
         self.result: dict[str, Any] | None = None
         self.grid_result: dict[str, Any] | None = None
         self._last_vol_normal = False
@@ -172,6 +185,15 @@ class OptionsPricerPanel(QWidget):
         self.call_put = QComboBox()
         self.call_put.addItems([OptionType.CALL.label, OptionType.PUT.label])
         self.forward = spin_box(-1e7, 1e7, 4)
+        self.fwd_source = QComboBox()
+        self.fwd_source.addItems([FWD_LIVE, FWD_TYPED])
+        self.fwd_source.setToolTip(
+            "Live: the forward of the month after expiry, read from the product's live curve "
+            "(updates with the feed). Typed: the value you enter."
+        )
+        if market is None:
+            self.fwd_source.setCurrentText(FWD_TYPED)
+            self.fwd_source.setEnabled(False)
         self.strike = spin_box(-1e7, 1e7, 4)
         self.expiry = QDateEdit(qdate(add_months(today, 3)))
         self.expiry.setCalendarPopup(True)
@@ -192,10 +214,12 @@ class OptionsPricerPanel(QWidget):
         form.addRow("Product", stacked(self.product, self.product_info))
         form.addRow("Model", self.model)
         form.addRow("Call/Put", self.call_put)
-        fwd_note = QLabel("Forward is typed; live curves arrive with the market-data feed")
-        fwd_note.setStyleSheet(NOTE_STYLE)
-        form.addRow("Forward (typed)", self.forward)
-        form.addRow(fwd_note)  # spans both columns: never clipped
+        self.fwd_note = QLabel()
+        self.fwd_note.setObjectName("pricer_forward_note")
+        self.fwd_note.setStyleSheet(NOTE_STYLE)
+        self.fwd_note.setWordWrap(True)
+        form.addRow("Forward", with_suffix(self.forward, self.fwd_source, 110))
+        form.addRow(self.fwd_note)  # spans both columns: never clipped
         form.addRow("Strike", self.strike)
         form.addRow("Expiry", stacked(self.expiry, self.t_label))
         self.vol_label = QLabel("Vol")
@@ -346,6 +370,8 @@ class OptionsPricerPanel(QWidget):
         self._timer.timeout.connect(self.recalculate_now)
         self.product.currentTextChanged.connect(self._product_changed)
         self.model.currentTextChanged.connect(self._model_changed)
+        self.fwd_source.currentTextChanged.connect(lambda _t: self.update_live_forward())
+        self.expiry.dateChanged.connect(lambda _d: self.update_live_forward())
         for sig in (
             self.call_put.currentTextChanged,
             self.forward.valueChanged,
@@ -390,12 +416,46 @@ class OptionsPricerPanel(QWidget):
         self.forward.setSingleStep(step)
         self.strike.setSingleStep(step)
         self.forward.setValue(level)
-        self.strike.setValue(_round_strike(level))
+        self.update_live_forward()
+        self.strike.setValue(_round_strike(self.forward.value()))
         self.forward.setSuffix(f" {p.currency}/{p.unit.label}")
         self.strike.setSuffix(f" {p.currency}/{p.unit.label}")
         if self.model.currentText() == MODEL_BACHELIER:
             self.vol.setValue(round(DEFAULT_VOL_PCT / 100.0 * abs(level), 4))
         self.schedule()
+
+    def on_curves(self, products: set[str]) -> None:
+        """Slot for the market bridge: live curves of ``products`` changed."""
+        if self.product.currentText() in products:
+            self.update_live_forward()
+
+    def update_live_forward(self) -> None:
+        """In Live mode, set the forward from the product's live curve (month after expiry);
+        say plainly when there is no curve, it is stale, or it does not cover that month."""
+        live = self.fwd_source.currentText() == FWD_LIVE and self.market is not None
+        self.forward.setReadOnly(live)
+        if not live or self.market is None:
+            self.fwd_note.setText(
+                "Forward typed." if self.market is not None else "Forward typed (no price feed)."
+            )
+            return
+        code = self.product.currentText()
+        curve = self.market.forward_curve(code)
+        if curve is None:
+            self.forward.setReadOnly(False)
+            self.fwd_note.setText(f"No live curve for {code} yet: the typed forward is used.")
+            return
+        try:
+            value = forward_for_expiry(curve, pydate(self.expiry.date()))
+        except ValueError as exc:
+            self.forward.setReadOnly(False)
+            self.fwd_note.setText(f"Live forward unavailable: {exc}; the typed forward is used.")
+            return
+        start, _end = month_after(pydate(self.expiry.date()))
+        stale = " (STALE: feed not live)" if self.market.is_stale(code) else ""
+        self.fwd_note.setText(f"Live: {code} {start:%b-%y} from the forward curve{stale}.")
+        if abs(self.forward.value() - value) > 1e-9:
+            self.forward.setValue(round(value, 4))
 
     def _model_changed(self, model: str) -> None:
         normal = model == MODEL_BACHELIER

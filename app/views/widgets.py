@@ -34,8 +34,8 @@ def spin_box(lo: float, hi: float, decimals: int) -> QDoubleSpinBox:
     return box
 
 
-def with_suffix(main: QWidget, suffix: QLabel, min_width: int) -> QWidget:
-    """``main`` stretched, followed by a unit/currency label."""
+def with_suffix(main: QWidget, suffix: QWidget, min_width: int) -> QWidget:
+    """``main`` stretched, followed by a unit/currency label (or a small selector)."""
     box = QWidget()
     h = QHBoxLayout(box)
     h.setContentsMargins(0, 0, 0, 0)
