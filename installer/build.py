@@ -40,7 +40,12 @@ EXE = BUNDLE / ("quantaenergi.exe" if sys.platform.startswith("win") else "quant
 MIN_W, MIN_H = 800, 500
 
 # Loaded from disk by Alembic, relative to the bundle's app/models directory.
-MIGRATION_FILES = ("env.py", "script.py.mako", "versions/0001_initial.py")
+MIGRATION_FILES = (
+    "env.py",
+    "script.py.mako",
+    "versions/0001_initial.py",
+    "versions/0002_market_data.py",
+)
 # Imported by name or lazily at run time: must be in the bundle's module archive (pure Python;
 # extension modules such as psycopg_binary.pq are covered by the import self-test).
 REQUIRED_MODULES = (
@@ -48,6 +53,7 @@ REQUIRED_MODULES = (
     "alembic.runtime.migration", "alembic.ddl.sqlite", "alembic.ddl.postgresql",
     "sqlalchemy.dialects.sqlite.pysqlite", "sqlalchemy.dialects.postgresql.psycopg", "psycopg",
     "openpyxl", "platformdirs", "logging.handlers", "mako.template",
+    "app.feed.serve", "app.feed.simulator", "app.feed.replay", "app.feed.client", "websockets",
 )  # fmt: skip
 
 
