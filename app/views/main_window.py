@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import __version__
+from app.feed.market_state import FeedStatus
 from app.feed.service import MarketDataService
 from app.models import demo
 from app.models.repository import RefData, TradeRepository
@@ -29,12 +30,16 @@ from app.models.store import Store, StoreError
 from app.services.events import TRADES_RELOAD, EventBus
 from app.services.trading import TradingService
 from app.settings import Settings
+from app.views import feed_status
 from app.views.blotter import BlotterPanel
 from app.views.bridge import EventBridge
+from app.views.curve_panel import ForwardCurvePanel
 from app.views.jobs import JobContext, JobRunner
 from app.views.jobs_dock import JobsIndicator, JobsPanel
 from app.views.layout import LayoutStore
 from app.views.log_dock import LogPanel, QtLogHandler
+from app.views.market_bridge import MarketBridge
+from app.views.market_watch import MarketWatchPanel
 from app.views.pricer import OptionsPricerPanel
 
 log = logging.getLogger(__name__)
@@ -86,7 +91,21 @@ class MainWindow(QMainWindow):
         self.pricer = OptionsPricerPanel(ctx.runner, ctx.trading, market=ctx.market.state)
         self.log_panel = LogPanel(ctx.log_handler)
         self.jobs_panel = JobsPanel(ctx.runner)
+        state = ctx.market.state
+        self.market_bridge = MarketBridge(state, hz=15.0, parent=self)
+        self.market_watch = MarketWatchPanel(
+            state,
+            self.market_bridge,
+            self.layouts.settings,
+            history_loader=ctx.market.history,
+            runner=ctx.runner,
+        )
+        self.curve_panel = ForwardCurvePanel(
+            state, self.market_bridge, history_curve=ctx.market.curve_at, runner=ctx.runner
+        )
         self.docks: dict[str, QDockWidget] = {}
+        self._add_dock("market_watch_dock", "Market Watch", self.market_watch)
+        self._add_dock("forward_curve_dock", "Forward Curve", self.curve_panel)
         self._add_dock("blotter_dock", "Trade Blotter", self.blotter)
         self._add_dock("pricer_dock", "Options Pricer", self.pricer)
         self._add_dock("jobs_dock", "Jobs", self.jobs_panel)
@@ -107,6 +126,9 @@ class MainWindow(QMainWindow):
         self.bridge.sig_trades_changed.connect(self._on_trades_changed)
         self.bridge.sig_trades_reload.connect(self.reload_blotter)
         self.log_panel.sig_alert.connect(self._on_alert)
+        self.market_watch.sig_show_curve.connect(self.show_curve)
+        self.market_bridge.sig_curves.connect(self.pricer.on_curves)
+        self.market_bridge.sig_status.connect(self._on_feed_status)
         QTimer.singleShot(0, self.start)
 
     # -- construction ----------------------------------------------------------------------
@@ -174,12 +196,21 @@ class MainWindow(QMainWindow):
 
     # -- layout --------------------------------------------------------------------------------
     def apply_default_layout(self) -> None:
-        """Blotter on top (Options Pricer tabbed behind it), Jobs and Log tabbed below."""
+        """Market Watch over the Forward Curve on the left; Blotter on top (Options Pricer
+        tabbed behind it), Jobs and Log tabbed below."""
         b, j, lg = (self.docks[n] for n in ("blotter_dock", "jobs_dock", "log_dock"))
-        pr = self.docks["pricer_dock"]
-        for dock in (b, pr, j, lg):
+        pr, mw, fc = (
+            self.docks[n] for n in ("pricer_dock", "market_watch_dock", "forward_curve_dock")
+        )
+        for dock in (b, pr, j, lg, mw, fc):
             dock.setFloating(False)
             dock.show()
+        # The left column (market data) runs the full height; blotter and log sit to its right.
+        self.setCorner(Qt.Corner.TopLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, mw)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, fc)
+        self.splitDockWidget(mw, fc, Qt.Orientation.Vertical)
         self.addDockWidget(Qt.DockWidgetArea.TopDockWidgetArea, b)
         self.addDockWidget(Qt.DockWidgetArea.TopDockWidgetArea, pr)
         self.tabifyDockWidget(b, pr)
@@ -189,6 +220,8 @@ class MainWindow(QMainWindow):
         lg.raise_()
         h = max(self.height(), 860)
         self.resizeDocks([b, lg], [int(h * 0.72), int(h * 0.2)], Qt.Orientation.Vertical)
+        self.resizeDocks([mw], [600], Qt.Orientation.Horizontal)
+        self.resizeDocks([mw, fc], [int(h * 0.55), int(h * 0.4)], Qt.Orientation.Vertical)
         self.blotter.apply_default_columns()
         if not self.isVisible():
             self.resize(1500, 860)
@@ -228,6 +261,17 @@ class MainWindow(QMainWindow):
         self.layouts.delete_workspace(name)
         self.show_message(f"Workspace '{name}' deleted")
 
+    def show_curve(self, product: str) -> None:
+        """Raise the Forward Curve dock on ``product`` (Market Watch context menu)."""
+        self.show_dock("forward_curve_dock")
+        self.curve_panel.show_product(product)
+
+    def _on_feed_status(self, status: FeedStatus) -> None:
+        text, tip, css = feed_status.describe(status)
+        self.feed_status.setText(text)
+        self.feed_status.setToolTip(tip)
+        self.feed_status.setStyleSheet(css)
+
     def show_dock(self, name: str) -> None:
         dock = self.docks[name]
         dock.show()
@@ -249,6 +293,7 @@ class MainWindow(QMainWindow):
         ctx.runner.submit("Opening store", prepare, on_result=self._refdata_ready,
                           on_error=self._fatal_store_error)  # fmt: skip
         ctx.market.start()  # returns at once: history, feed server and client start in background
+        self.market_bridge.start()
 
     def _refdata_ready(self, ref: RefData) -> None:
         self.pricer.refresh_products()
@@ -435,10 +480,17 @@ class MainWindow(QMainWindow):
                 self.resizeDocks([self.docks["blotter_dock"], self.docks["log_dock"]],
                                  [int(self.height() * 0.72), int(self.height() * 0.2)],
                                  Qt.Orientation.Vertical)  # fmt: skip
+                self.resizeDocks([self.docks["market_watch_dock"]],
+                                 [max(560, int(self.width() * 0.4))],
+                                 Qt.Orientation.Horizontal)  # fmt: skip
+                self.resizeDocks([self.docks["market_watch_dock"], self.docks["forward_curve_dock"]],
+                                 [int(self.height() * 0.55), int(self.height() * 0.4)],
+                                 Qt.Orientation.Vertical)  # fmt: skip
 
     # -- shutdown ----------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
         self.layouts.save_session(self)
+        self.market_bridge.stop()
         self.ctx.runner.shutdown()
         self.bridge.detach()
         super().closeEvent(event)
