@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 __all__ = [
     "PROTOCOL_VERSION",
     "ClientMessage",
@@ -192,10 +194,6 @@ class ClientMessage:
 # ---------------------------------------------------------------- encoding
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 def encode_frame(messages: list[dict[str, Any]]) -> str:
     """One text frame: a compact JSON array. Raises ValueError on NaN/inf (never sent)."""
     return json.dumps(messages, separators=(",", ":"), allow_nan=False)
@@ -204,21 +202,21 @@ def encode_frame(messages: list[dict[str, Any]]) -> str:
 def decode_frame(data: str | bytes, max_bytes: int = MAX_CLIENT_FRAME) -> list[Any]:
     """Decode one frame into a list of raw message objects (not yet validated).
 
-    Raises ProtocolError(E_BAD_FRAME) for binary garbage, invalid JSON, NaN/Infinity, a
-    frame larger than ``max_bytes``, anything but an object or array, or too deep nesting.
+    Raises ProtocolError(E_BAD_FRAME) for binary garbage, invalid JSON, NaN/Infinity, numbers
+    beyond a double, a frame larger than ``max_bytes``, anything but an object or array, or
+    nesting deeper than 1024. Uses orjson: strict RFC 8259 and about 3x faster than ``json``
+    (decoding is most of a client's cost at 50,000+ ticks/s).
     """
-    if len(data) > max_bytes:
-        raise ProtocolError(E_BAD_FRAME, f"frame of {len(data)} bytes exceeds {max_bytes}")
-    if isinstance(data, bytes | bytearray | memoryview):
-        try:
-            data = bytes(data).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(E_BAD_FRAME, "frame is not UTF-8 JSON") from exc
+    size = len(data)
+    if isinstance(data, str) and size * 4 > max_bytes:  # UTF-8: at most 4 bytes a character
+        size = len(data.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError(E_BAD_FRAME, f"frame of {size} bytes exceeds {max_bytes}")
+    if isinstance(data, bytearray | memoryview):
+        data = bytes(data)
     try:
-        obj = json.loads(data, parse_constant=_reject_constant)
-    except RecursionError as exc:
-        raise ProtocolError(E_BAD_FRAME, "frame nests too deeply") from exc
-    except (ValueError, TypeError) as exc:
+        obj = orjson.loads(data)
+    except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise ProtocolError(E_BAD_FRAME, f"frame is not valid JSON: {exc}") from exc
     if isinstance(obj, dict):
         return [obj]
@@ -252,13 +250,25 @@ def _int(msg: dict[str, Any], key: str, *, minimum: int = 0) -> int:
     return v
 
 
+def _finite(v: Any) -> float | None:
+    """``float(v)`` for a finite JSON number (ints too big for a float included), else None."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _num(msg: dict[str, Any], key: str, *, optional: bool) -> float | None:
     v = msg.get(key)
     if v is None and optional:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+    f = _finite(v)
+    if f is None:
         raise ProtocolError(E_BAD_MESSAGE, f"{msg.get('type')}: '{key}' must be a finite number")
-    return float(v)
+    return f
 
 
 def _str_list(msg: dict[str, Any], key: str, regex: re.Pattern[str], limit: int) -> list[str]:
@@ -345,10 +355,10 @@ def _prices(obj: dict[str, Any], key: str = "prices") -> list[float]:
     v = obj.get(key)
     if not isinstance(v, list) or not v or len(v) > 1200:
         raise ProtocolError(E_BAD_MESSAGE, f"curve: '{key}' must be a list of 1 to 1200 numbers")
-    for p in v:
-        if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
-            raise ProtocolError(E_BAD_MESSAGE, "curve: prices must be finite numbers")
-    return [float(p) for p in v]
+    out = [_finite(p) for p in v]
+    if any(f is None for f in out):
+        raise ProtocolError(E_BAD_MESSAGE, "curve: prices must be finite numbers")
+    return [f for f in out if f is not None]
 
 
 def _parse_curve(obj: dict[str, Any], *, sequenced: bool = True) -> CurveUpdate:
@@ -413,14 +423,10 @@ def _parse_snapshot(obj: dict[str, Any]) -> Snapshot:
         raise ProtocolError(E_BAD_MESSAGE, "snapshot: 'settles' must be an object")
     settles: dict[str, float] = {}
     for k, v in raw_settles.items():
-        if (
-            not isinstance(k, str)
-            or isinstance(v, bool)
-            or not isinstance(v, int | float)
-            or not math.isfinite(v)
-        ):
+        f = _finite(v)
+        if not isinstance(k, str) or f is None:
             raise ProtocolError(E_BAD_MESSAGE, "snapshot: 'settles' maps instrument to a number")
-        settles[k] = float(v)
+        settles[k] = f
     return Snapshot(stream, seq, quotes, parsed_curve, settles)
 
 
