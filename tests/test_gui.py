@@ -11,7 +11,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDockWidget
 from pytestqt.qtbot import QtBot
 
+from app.feed import market_state as ms
 from app.models.enums import Side
+from app.settings import FeedOptions
 from app.views.blotter_model import COLUMN_INDEX
 from app.views.ticket import TicketDialog
 from tests.gui_helpers import close_window, open_window
@@ -300,3 +302,29 @@ def test_options_pricer_dock_is_populated_on_a_fresh_store(qtbot: QtBot, tmp_pat
     want = black76(inp.F, inp.K, inp.T, inp.rate, inp.vol, inp.call)
     assert pricer.result["price"] == pytest.approx(want, rel=1e-12)
     close_window(win)
+
+
+def test_embedded_feed_starts_streams_records_and_stops_with_the_window(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    """As `make run`: the window starts its own feed server child, prices stream into Market
+    Watch and the status bar, history is recorded, and closing the window stops the child."""
+    win = open_window(qtbot, tmp_path, feed=FeedOptions(mode="simulate", speed=0.05))
+    market = win.ctx.market
+    assert market.embedded is not None
+    qtbot.waitUntil(lambda: market.state.status().state == ms.CONNECTED, timeout=60_000)
+    qtbot.waitUntil(lambda: "connected" in win.feed_status.text(), timeout=10_000)
+    model = win.market_watch.model
+    qtbot.waitUntil(lambda: model.rowCount() > 40, timeout=10_000)
+    # A row's Last equals the quote the client received (after the next bridge frames).
+    quote = market.state.quote("CR-BRENT:SPOT")
+    assert quote is not None and quote.last is not None and not quote.stale
+    qtbot.waitUntil(lambda: "msg/s" in win.feed_status.text(), timeout=10_000)
+    # Settlements arrive at each simulated day end (speed 0.05: a day every 20 s) and the
+    # start-up reference settles are recorded: history survives restarts.
+    qtbot.waitUntil(lambda: market.recorder.stats()["written"] > 100, timeout=30_000)
+    proc = market.embedded._proc
+    assert proc is not None and proc.poll() is None
+    close_window(win)
+    assert proc.poll() is not None  # the child feed server is gone
+    assert not market.embedded.running

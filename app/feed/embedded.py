@@ -54,6 +54,7 @@ class EmbeddedFeed:
         self.url: str | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._log_file: object | None = None
+        self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def start(self, timeout: float = 60.0) -> str:
@@ -101,6 +102,7 @@ class EmbeddedFeed:
 
         reader = threading.Thread(target=read, name="feed-server-stdout", daemon=True)
         reader.start()
+        self._reader = reader
         deadline = time.monotonic() + timeout
         while not found and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
@@ -135,6 +137,11 @@ class EmbeddedFeed:
                     proc.wait()
             except OSError:
                 pass
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.join(timeout=timeout)  # EOF once the child is gone
+            if proc.stdout is not None and (reader is None or not reader.is_alive()):
+                proc.stdout.close()
         f = self._log_file
         self._log_file = None
         if f is not None:
