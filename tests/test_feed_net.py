@@ -789,3 +789,39 @@ def test_client_stop_is_prompt_even_with_a_stalled_server() -> None:
             assert all(q.stale for q in state.quotes().values())
         finally:
             client.stop()
+
+
+def test_simulator_vol_surfaces_reach_the_client_and_heal_after_a_loss() -> None:
+    """The simulator's implied-vol smiles travel as `vols` messages (sequenced like the rest of
+    the product's stream) and inside snapshots: a lost one is a gap, healed by resync."""
+    import datetime as dt
+
+    from app.feed.simulator import SimulatorSource
+
+    dropped: list[int] = []
+
+    def hook(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for m in batch:
+            if m.get("type") == "vols" and m.get("product") == "CR-WTI" and not dropped:
+                dropped.append(m["seq"])
+                continue
+            out.append(m)
+        return out
+
+    src = SimulatorSource(dt.date(2026, 11, 24), seed=7, speed=2.0)  # a day end every 0.5 s
+    with running_server(src, fault_hook=hook) as srv:
+        state = MarketState()
+        with running_client(srv.url, state, patterns=["CR-WTI:*", "PWR-DE-BASE:*"]) as client:
+            wait_for(lambda: state.vol_surface("PWR-DE-BASE") is not None, timeout=30)
+            assert state.vol_surface("NG-HH") is None  # not subscribed
+            wait_for(lambda: dropped and client.gaps >= 1, timeout=30)
+
+            def same(code: str) -> bool:
+                mine = state.vol_surface(code)
+                theirs = srv.call(lambda: srv.server._vols.get(code))
+                return mine is not None and theirs is not None and mine.smiles == theirs.smiles
+
+            wait_for(lambda: same("CR-WTI") and same("PWR-DE-BASE"), timeout=30)
+            got = state.vol_surface("PWR-DE-BASE")
+            assert got is not None and "model-implied" in got.model and len(got.smiles) == 12

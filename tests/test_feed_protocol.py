@@ -319,3 +319,25 @@ def test_encode_refuses_nan() -> None:
 def test_huge_integers_are_protocol_errors(msg: dict[str, Any]) -> None:
     with pytest.raises(ProtocolError):
         p.parse_server_message(msg)
+
+
+def test_vol_update_round_trip_and_bad_smiles() -> None:
+    from app.feed.protocol import VolSmile, VolUpdate
+
+    vu = VolUpdate(
+        "NG-TTF",
+        123,
+        [VolSmile("2027-01", "2026-12-24", 36.5, (30.0, 36.5, 44.0), (0.62, 0.6, 0.61))],
+        "test",
+        4,
+    )
+    [back] = p.decode_frame(p.encode_frame([vu.to_message()]))
+    parsed = p.parse_server_message(back)
+    assert parsed == vu
+    bad = vu.to_message()
+    bad["smiles"][0]["vols"] = [0.6, -0.1, 0.6]
+    with pytest.raises(ProtocolError):
+        p.parse_server_message(bad)
+    bad["smiles"][0]["vols"] = [0.6, 0.6]  # does not pair with the strikes
+    with pytest.raises(ProtocolError):
+        p.parse_server_message(bad)

@@ -389,3 +389,44 @@ def test_add_business_days_skips_weekends() -> None:
     assert add_business_days(date(2026, 11, 27), 1) == date(2026, 11, 30)  # Fri -> Mon
     d = date(2026, 11, 24)
     assert add_business_days(d, 5) == d + timedelta(days=7)
+
+
+def test_samuelson_total_variance_matches_numerical_integration() -> None:
+    from scipy.integrate import quad
+
+    from app.engine.market_model import samuelson_total_variance
+
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        sf, sl = rng.uniform(0.2, 1.2), rng.uniform(0.1, 0.5)
+        tau = rng.uniform(0.02, 2.0)
+        te = rng.uniform(0.01, 2.0)
+        td = te + rng.uniform(0.0, 0.3)
+
+        def sig2(
+            t: float, sf: float = sf, sl: float = sl, tau: float = tau, td: float = td
+        ) -> float:
+            return float((sl + (sf - sl) * np.exp(-(td - t) / tau)) ** 2)
+
+        ref = quad(sig2, 0.0, te, epsabs=1e-13, epsrel=1e-12)[0]
+        got = float(samuelson_total_variance(sf, sl, tau, te, td))
+        assert got == pytest.approx(ref, rel=1e-10)
+    with pytest.raises(ValueError):
+        samuelson_total_variance(0.5, 0.3, 0.5, 1.0, 0.5)  # expiry after delivery
+
+
+def test_shifted_lognormal_vols_reprice_the_displaced_diffusion() -> None:
+    from app.engine.market_model import shifted_lognormal_black_vols
+    from app.engine.options import black76
+
+    F, T, sigma, shift = 60.0, 0.75, 0.5, 30.0
+    K = F * np.exp(np.linspace(-1.0, 1.0, 11))
+    vols = shifted_lognormal_black_vols(F, K, T, sigma, shift)
+    call = K >= F
+    # Independent reference: the shifted model's own price.
+    ref = black76(F + shift, K + shift, T, 0.0, sigma, call)
+    np.testing.assert_allclose(black76(F, K, T, 0.0, vols, call), ref, rtol=1e-10, atol=1e-12)
+    assert np.all(np.diff(vols) < 0)  # displaced diffusion: downward skew
+    atm = shifted_lognormal_black_vols(F, F, T, sigma, shift)
+    assert float(atm) == pytest.approx(sigma * (F + shift) / F, rel=0.03)  # textbook approx.
+    np.testing.assert_allclose(shifted_lognormal_black_vols(F, K, T, sigma, 0.0), sigma)

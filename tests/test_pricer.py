@@ -16,10 +16,11 @@ from pytestqt.qtbot import QtBot
 
 from app.engine.american import american_black76
 from app.engine.asian import asian_turnbull_wakeman
+from app.engine.market_model import shifted_lognormal_black_vols
 from app.engine.options import bachelier, black76, black76_greeks
 from app.feed import market_state as ms
 from app.feed.market_state import MarketState
-from app.feed.protocol import CurveUpdate
+from app.feed.protocol import CurveUpdate, VolSmile, VolUpdate
 from app.models import demo
 from app.models.enums import ExerciseStyle, InstrumentType, OptionType
 from app.models.repository import TradeRepository
@@ -391,3 +392,75 @@ def test_forward_live_from_curve_follows_updates_and_says_when_unavailable(
     p.forward.setValue(12.34)
     p.on_curves({"NG-TTF"})
     assert p.forward.value() == pytest.approx(12.34) and not p.forward.isReadOnly()
+
+
+def _smiles_from_shifted_model(
+    today: dt.date, F: float, sigma: float, shift: float
+) -> list[VolSmile]:
+    """Quotes of a displaced-diffusion market (closed form) for 6 monthly expiries."""
+    out = []
+    for m in range(1, 7):
+        expiry = _add_months(today, m)
+        T = (expiry - today).days / 365.0
+        strikes = F * np.exp(np.linspace(-2, 2, 9) * sigma * math.sqrt(T))
+        vols = shifted_lognormal_black_vols(F, strikes, T, sigma, shift)
+        contract = _add_months(today, m + 1)
+        out.append(
+            VolSmile(
+                f"{contract:%Y-%m}",
+                expiry.isoformat(),
+                F,
+                tuple(float(k) for k in strikes),
+                tuple(float(v) for v in vols),
+            )
+        )
+    return out
+
+
+def test_vol_from_the_fitted_surface_prices_like_the_quoted_market(
+    qtbot: QtBot, env: tuple[TradingService, JobRunner]
+) -> None:
+    trading, runner = env
+    today = dt.date.today()
+    F, sigma, shift = 80.0, 0.45, 40.0  # a power-like skew: displaced diffusion
+    state = MarketState()
+    state.update_status(state=ms.CONNECTED)
+    state.apply_vols(
+        VolUpdate("PWR-DE-BASE", 1, _smiles_from_shifted_model(today, F, sigma, shift))
+    )
+    p = OptionsPricerPanel(runner, trading, market=state)
+    qtbot.addWidget(p)
+    p.show()
+    p.product.setCurrentText("PWR-DE-BASE")
+    p.fwd_source.setCurrentText("Typed")
+    p.forward.setValue(F)
+    assert p.vol_source.currentText() == "Surface"
+    expiry = _add_months(today, 3) + dt.timedelta(days=9)  # between quoted expiries
+    p.expiry.setDate(qdate(expiry))
+    for K in (60.0, 80.0, 104.0):
+        p.strike.setValue(K)
+        with qtbot.waitSignal(p.sig_priced, timeout=20_000) as blocker:
+            p.recalculate_now()
+        res = blocker.args[0]
+        T = (expiry - today).days / 365.0
+        # Independent reference: the displaced-diffusion price in closed form.
+        ref = black76(F + shift, K + shift, T, 0.03, sigma, True)
+        assert res["price"] == pytest.approx(ref, rel=2e-3), K
+        assert p.vol.isReadOnly() and "Surface:" in p.vol_note.text()
+        assert p.vol.value() == pytest.approx(res["surface_vol"] * 100, abs=1e-3)
+    # The smile chart shows a downward skew and the quotes of the nearest expiry.
+    _xs, ys = p.smile_curve.getData()
+    assert ys[0] > ys[-1]
+    qx, _qy = p.smile_quotes.getData()
+    assert qx is not None and len(qx) == 9
+    # Normal model: the surface does not apply, the typed vol is used and said so.
+    p.model.setCurrentText(MODEL_BACHELIER)
+    with qtbot.waitSignal(p.sig_priced, timeout=20_000):
+        p.recalculate_now()
+    assert "typed" in p.vol_note.text() and not p.vol.isReadOnly()
+    # No surface for a product: typed vol with a note.
+    p.model.setCurrentText(MODEL_BLACK)
+    p.product.setCurrentText("CR-BRENT")
+    with qtbot.waitSignal(p.sig_priced, timeout=20_000):
+        p.recalculate_now()
+    assert "No vol surface for CR-BRENT" in p.vol_note.text()

@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "TRADING_DAYS_PER_YEAR",
@@ -79,7 +80,9 @@ __all__ = [
     "monthly_means",
     "nearest_correlation",
     "return_correlation",
+    "samuelson_total_variance",
     "seasonal_ratios",
+    "shifted_lognormal_black_vols",
     "variance_term_structure",
 ]
 
@@ -720,3 +723,61 @@ def _nnls2(a: np.ndarray, y: np.ndarray) -> np.ndarray:
         c[j] = cj
         cands.append(c)
     return min(cands, key=lambda c: float(np.sum((a @ c - y) ** 2)))
+
+
+# =============================================================================== implied vols
+
+
+def samuelson_total_variance(
+    sigma_front: float, sigma_long: float, tau: float, t_expiry: np.ndarray, t_delivery: np.ndarray
+) -> np.ndarray:
+    r"""Total variance of ``ln F`` of a contract delivering at ``t_delivery`` up to ``t_expiry``.
+
+    With the Samuelson vol :math:`\sigma(T) = a + b e^{-T/\tau}` (``a = sigma_long``,
+    ``b = sigma_front - sigma_long``) of a contract with time to delivery :math:`T`,
+
+    .. math::
+
+        V = \int_0^{t_e} \sigma(t_d - t)^2\,dt
+          = a^2 t_e + 2ab\tau\,(e^{-(t_d - t_e)/\tau} - e^{-t_d/\tau})
+            + \tfrac{b^2\tau}{2}\,(e^{-2(t_d - t_e)/\tau} - e^{-2 t_d/\tau}).
+
+    ``t_expiry <= t_delivery`` (years, broadcast); the Black vol of an option expiring at
+    ``t_expiry`` is ``sqrt(V / t_expiry)``.
+    """
+    te = np.asarray(t_expiry, dtype=float)
+    td = np.asarray(t_delivery, dtype=float)
+    if np.any(te < 0) or np.any(td < te):
+        raise ValueError("need 0 <= t_expiry <= t_delivery")
+    if not tau > 0:
+        raise ValueError("tau must be > 0")
+    a, b = sigma_long, sigma_front - sigma_long
+    e1 = np.exp(-(td - te) / tau) - np.exp(-td / tau)
+    e2 = np.exp(-2.0 * (td - te) / tau) - np.exp(-2.0 * td / tau)
+    return np.asarray(a * a * te + 2.0 * a * b * tau * e1 + 0.5 * b * b * tau * e2)
+
+
+def shifted_lognormal_black_vols(
+    F: ArrayLike, strikes: ArrayLike, T: ArrayLike, sigma: ArrayLike, shift: ArrayLike
+) -> np.ndarray:
+    """Black-76 implied vols of options under a shifted lognormal forward (all broadcast).
+
+    ``F + shift`` is lognormal with vol ``sigma``: the price of a strike ``K`` is
+    ``black76(F + shift, K + shift, T, 0, sigma)``; its Black (unshifted) implied vol is returned
+    (out-of-the-money side: calls above ``F``, puts below). ``shift = 0`` gives ``sigma`` at every
+    strike; ``shift > 0`` gives the downward skew of a displaced diffusion, about
+    ``sigma (F + shift) / F`` at the money. Needs ``F > 0``, strikes ``> 0``.
+    """
+    from app.engine.options import black76, implied_vol_black76
+
+    Fb, K, Tb, sb, cb = np.broadcast_arrays(
+        *(np.asarray(x, dtype=float) for x in (F, strikes, T, sigma, shift))
+    )
+    if np.any(Fb <= 0) or np.any(K <= 0):
+        raise ValueError("F and strikes must be > 0 for Black vols")
+    if np.any(cb < 0) or np.any(sb <= 0) or np.any(Tb <= 0):
+        raise ValueError("need shift >= 0, sigma > 0, T > 0")
+    call = Fb <= K
+    price = black76(Fb + cb, K + cb, Tb, 0.0, sb, call)
+    iv = np.asarray(implied_vol_black76(price, Fb, K, Tb, 0.0, call))
+    return np.asarray(np.where(cb == 0, sb, iv))

@@ -38,7 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from app.feed import market_state as ms
 from app.feed import protocol as p
-from app.feed.protocol import CurveUpdate, ProtocolError, Snapshot, Tick
+from app.feed.protocol import CurveUpdate, ProtocolError, Snapshot, Tick, VolUpdate
 
 __all__ = ["FeedClient", "load_token", "store_token"]
 
@@ -473,7 +473,7 @@ class FeedClient:
                     else:
                         self._gap(stream, f"seq {seq}, expected {exp}")
                     continue
-            msg: Tick | CurveUpdate | Snapshot | dict[str, Any]
+            msg: Tick | CurveUpdate | Snapshot | VolUpdate | dict[str, Any]
             try:
                 msg = p.parse_server_message(obj)
             except ProtocolError as exc:
@@ -522,6 +522,20 @@ class FeedClient:
                     applied += 1
                 except ValueError as exc:
                     self._gap(stream, f"curve update does not apply: {exc}")
+            elif type(msg) is VolUpdate:
+                stream = msg.product
+                if stream in awaiting:
+                    continue
+                exp = expected.get(stream, 1)
+                if msg.seq < exp:
+                    self.duplicates += 1
+                    continue
+                if msg.seq > exp:
+                    self._gap(stream, f"seq {msg.seq}, expected {exp}")
+                    continue
+                expected[stream] = exp + 1
+                self.state.apply_vols(msg)
+                applied += 1
             elif type(msg) is Snapshot:
                 stream = msg.stream
                 exp = expected.get(stream, 1)

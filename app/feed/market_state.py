@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.curves import ForwardCurve
-from app.feed.protocol import CurveUpdate, Snapshot, Tick
+from app.feed.protocol import CurveUpdate, Snapshot, Tick, VolUpdate
 from app.models.catalogue import PRODUCT_BY_CODE
 
 __all__ = ["Changes", "FeedStatus", "LiveCurve", "MarketState", "Quote"]
@@ -91,10 +91,13 @@ class Changes:
     quotes: set[str] = field(default_factory=set)
     curves: set[str] = field(default_factory=set)
     settlements: set[str] = field(default_factory=set)
+    vols: set[str] = field(default_factory=set)
     stale_changed: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.quotes or self.curves or self.settlements or self.stale_changed)
+        return bool(
+            self.quotes or self.curves or self.settlements or self.vols or self.stale_changed
+        )
 
 
 @dataclass(slots=True)
@@ -129,6 +132,7 @@ class MarketState:
         self._quotes: dict[str, Quote] = {}
         self._curves: dict[str, LiveCurve] = {}
         self._settlements: dict[str, LiveCurve] = {}
+        self._vols: dict[str, VolUpdate] = {}
         self._stale_streams: set[str] = set()
         self._changes = Changes()
         self._listeners: list[Callable[[Tick | CurveUpdate], None]] = []
@@ -203,6 +207,12 @@ class MarketState:
             self._changes.curves.add(update.product)
         self._notify([update])
 
+    def apply_vols(self, update: VolUpdate) -> None:
+        """Replace a product's implied-vol surface (whole surfaces only)."""
+        with self._lock:
+            self._vols[update.product] = update
+            self._changes.vols.add(update.product)
+
     def apply_snapshot(self, snap: Snapshot, received: float | None = None) -> None:
         """Replace a stream's state with a snapshot and clear its stale flag."""
         now = time.time() if received is None else received
@@ -231,6 +241,9 @@ class MarketState:
                     c.settle,
                 )
                 self._changes.curves.add(snap.stream)
+            if snap.vols is not None:
+                self._vols[snap.stream] = snap.vols
+                self._changes.vols.add(snap.stream)
             if snap.stream in self._stale_streams:
                 self._stale_streams.discard(snap.stream)
                 self._changes.stale_changed = True
@@ -339,6 +352,12 @@ class MarketState:
     def settlement_curve(self, product: str) -> LiveCurve | None:
         with self._lock:
             return self._settlements.get(product)
+
+    def vol_surface(self, product: str) -> VolUpdate | None:
+        """The product's implied-vol smiles as last quoted by the feed (``None`` when the feed
+        quotes none, e.g. in replay mode)."""
+        with self._lock:
+            return self._vols.get(product)
 
     def forward_curve(self, product: str) -> ForwardCurve | None:
         """The live curve as an engine :class:`ForwardCurve`, ``None`` when none arrived."""

@@ -35,6 +35,8 @@ __all__ = [
     "CurveUpdate",
     "ProtocolError",
     "Tick",
+    "VolSmile",
+    "VolUpdate",
     "decode_frame",
     "encode_frame",
     "parse_client_message",
@@ -57,11 +59,12 @@ RESYNC = "resync"  # client: {"type","id","streams":[...]} -> one snapshot per s
 SNAPSHOT = "snapshot"  # server: {"type","stream","seq","quotes":[...],"curve":{...}|null}
 TICK = "tick"  # server: see Tick
 CURVE = "curve"  # server: see CurveUpdate
+VOLS = "vols"  # server: see VolUpdate (implied-vol smiles per option expiry)
 HEARTBEAT = "heartbeat"  # server: {"type","server_time"} every `heartbeat` seconds
 ERROR = "error"  # server: {"type","code","message","ref"}
 
 CLIENT_TYPES = (HELLO, SUBSCRIBE, UNSUBSCRIBE, RESYNC)
-SERVER_TYPES = (WELCOME, SUBSCRIBED, UNSUBSCRIBED, SNAPSHOT, TICK, CURVE, HEARTBEAT, ERROR)
+SERVER_TYPES = (WELCOME, SUBSCRIBED, UNSUBSCRIBED, SNAPSHOT, TICK, CURVE, VOLS, HEARTBEAT, ERROR)
 
 # Error codes (the "code" of an error message)
 E_BAD_FRAME = "bad_frame"  # not JSON, not an object/array, NaN/inf, too large
@@ -175,6 +178,56 @@ class CurveUpdate:
             "ts": self.ts,
             "full": self.full,
             "settle": self.settle,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VolSmile:
+    """Black (lognormal) implied vols of options on one contract month, by strike."""
+
+    contract: str  # delivery month of the underlying, 'YYYY-MM'
+    expiry: str  # option expiry date, 'YYYY-MM-DD'
+    forward: float
+    strikes: tuple[float, ...]
+    vols: tuple[float, ...]  # decimals (0.35 = 35 %)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "contract": self.contract,
+            "expiry": self.expiry,
+            "forward": self.forward,
+            "strikes": list(self.strikes),
+            "vols": list(self.vols),
+        }
+
+
+@dataclass(slots=True)
+class VolUpdate:
+    """The implied-vol surface of a product as quoted by the feed: one smile per expiry.
+
+    ``model`` says where the vols come from (e.g. the simulator's model-implied vols), so a
+    user always knows what a "surface" vol is.
+    """
+
+    product: str
+    ts: int
+    smiles: list[VolSmile]
+    model: str = ""
+    seq: int = 0
+
+    @property
+    def stream(self) -> str:
+        return self.product
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "type": VOLS,
+            "stream": self.product,
+            "seq": self.seq,
+            "product": self.product,
+            "ts": self.ts,
+            "model": self.model,
+            "smiles": [sm.to_dict() for sm in self.smiles],
         }
 
 
@@ -385,17 +438,48 @@ def _parse_curve(obj: dict[str, Any], *, sequenced: bool = True) -> CurveUpdate:
     )
 
 
+def _parse_vols(obj: dict[str, Any], *, sequenced: bool = True) -> VolUpdate:
+    product = _str(obj, "product", max_len=32) or ""
+    if not _STREAM_RE.match(product):
+        raise ProtocolError(E_BAD_MESSAGE, f"vols: bad product {product[:40]!r}")
+    raw = obj.get("smiles")
+    if not isinstance(raw, list) or len(raw) > 120:
+        raise ProtocolError(E_BAD_MESSAGE, "vols: 'smiles' must be a list of at most 120")
+    smiles = []
+    for sm in raw:
+        if not isinstance(sm, dict):
+            raise ProtocolError(E_BAD_MESSAGE, "vols: each smile must be an object")
+        contract = _str(sm, "contract", max_len=7) or ""
+        expiry = _str(sm, "expiry", max_len=10) or ""
+        if not _MONTH_RE.match(contract) or not _DATE_RE.match(expiry):
+            raise ProtocolError(E_BAD_MESSAGE, "vols: contract YYYY-MM and expiry YYYY-MM-DD")
+        strikes, vols = _prices(sm, "strikes"), _prices(sm, "vols")
+        if len(strikes) != len(vols) or any(v <= 0 for v in vols):
+            raise ProtocolError(E_BAD_MESSAGE, "vols: strikes and vols (> 0) must pair up")
+        forward = _num({**sm, "type": VOLS}, "forward", optional=False)
+        smiles.append(VolSmile(contract, expiry, float(forward or 0.0), tuple(strikes), tuple(vols)))
+    return VolUpdate(
+        product=product,
+        ts=_int(obj, "ts"),
+        smiles=smiles,
+        model=_str(obj, "model", required=False, max_len=200) or "",
+        seq=_int(obj, "seq", minimum=1) if sequenced else 0,
+    )
+
+
 @dataclass(slots=True)
 class Snapshot:
     """Full state of one stream at ``seq``: quotes of the client's instruments and the curve.
 
-    ``settles`` maps instrument -> previous settlement price (the reference for change)."""
+    ``settles`` maps instrument -> previous settlement price (the reference for change);
+    ``vols`` is the product's implied-vol surface when the feed quotes one."""
 
     stream: str
     seq: int
     quotes: list[Tick]
     curve: CurveUpdate | None
     settles: dict[str, float]
+    vols: VolUpdate | None = None
 
 
 def _parse_snapshot(obj: dict[str, Any]) -> Snapshot:
@@ -427,10 +511,18 @@ def _parse_snapshot(obj: dict[str, Any]) -> Snapshot:
         if not isinstance(k, str) or f is None:
             raise ProtocolError(E_BAD_MESSAGE, "snapshot: 'settles' maps instrument to a number")
         settles[k] = f
-    return Snapshot(stream, seq, quotes, parsed_curve, settles)
+    vols = obj.get("vols")
+    parsed_vols = None
+    if vols is not None:
+        if not isinstance(vols, dict):
+            raise ProtocolError(E_BAD_MESSAGE, "snapshot: 'vols' must be an object or null")
+        parsed_vols = _parse_vols(vols, sequenced=False)
+    return Snapshot(stream, seq, quotes, parsed_curve, settles, parsed_vols)
 
 
-def parse_server_message(obj: Any) -> Tick | CurveUpdate | Snapshot | dict[str, Any]:
+def parse_server_message(
+    obj: Any,
+) -> Tick | CurveUpdate | Snapshot | VolUpdate | dict[str, Any]:
     """Validate one raw server message (client side).
 
     Returns a :class:`Tick`, :class:`CurveUpdate` or :class:`Snapshot`, or the validated dict
@@ -443,6 +535,8 @@ def parse_server_message(obj: Any) -> Tick | CurveUpdate | Snapshot | dict[str, 
         return _parse_curve(obj)
     if t == SNAPSHOT:
         return _parse_snapshot(obj)
+    if t == VOLS:
+        return _parse_vols(obj)
     if t == HEARTBEAT:
         _int(obj, "server_time")
         return obj

@@ -43,7 +43,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app.feed import protocol as p
 from app.feed.instruments import matches
-from app.feed.protocol import CurveUpdate, ProtocolError, Tick
+from app.feed.protocol import CurveUpdate, ProtocolError, Tick, VolUpdate
 from app.feed.source import Batch, PriceSource
 
 __all__ = ["FeedServer", "FeedServerThread", "ServerCounters"]
@@ -134,6 +134,9 @@ class _PendingCurve:
     full: bool
     lo: int = 0
     hi: int = 0
+
+
+_VOLS = object()  # buffer marker: the product's vol surface is due
 
 
 @dataclass(slots=True)
@@ -263,6 +266,7 @@ class FeedServer:
         self._settles: dict[str, float] = {}
         self._curves: dict[str, _BookCurve] = {}
         self._settle_curves: dict[str, CurveUpdate] = {}
+        self._vols: dict[str, VolUpdate] = {}
         self._conns: set[_Conn] = set()
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -418,6 +422,17 @@ class FeedServer:
                     buf[inst] = t
         for cu in batch.curves:
             self._apply_curve(cu, conns)
+        for vu in batch.vols:
+            if vu.product not in self._quoted:
+                log.warning("vols for unknown product %r dropped", vu.product)
+                continue
+            self._vols[vu.product] = vu
+            vkey = "V|" + vu.product
+            for c in conns:
+                if vu.product in c.streams:
+                    if vkey in c.buf:
+                        conflated += 1
+                    c.buf[vkey] = _VOLS
         self.counters.conflated += conflated
         self.counters.ticks_published += len(batch.ticks)
         for c in conns:
@@ -512,6 +527,10 @@ class FeedServer:
         if held is not None:
             m = held.message(stream)
             curve = {k: m[k] for k in ("product", "start", "prices", "ts", "full", "settle")}
+        vu = self._vols.get(stream)
+        vols = None
+        if vu is not None:
+            vols = {k: v for k, v in vu.to_message().items() if k not in ("type", "stream", "seq")}
         return {
             "type": p.SNAPSHOT,
             "stream": stream,
@@ -519,6 +538,7 @@ class FeedServer:
             "quotes": quotes,
             "curve": curve,
             "settles": settles,
+            "vols": vols,
         }
 
     # ------------------------------------------------------------------ tasks
@@ -734,6 +754,13 @@ class FeedServer:
                 if held is None or product not in streams:
                     continue
                 m = held.message(product, None if v.full else v.lo, None if v.full else v.hi)
+                m["seq"] = self._next_seq(c, product)
+            elif v is _VOLS:
+                product = key[2:]
+                vu = self._vols.get(product)
+                if vu is None or product not in streams:
+                    continue
+                m = vu.to_message()
                 m["seq"] = self._next_seq(c, product)
             elif v is True:  # settlement curve
                 product = key[3:]

@@ -31,9 +31,11 @@ from app.engine.market_model import (
     MarketModel,
     ModelParams,
     add_business_days,
+    samuelson_total_variance,
+    shifted_lognormal_black_vols,
 )
 from app.feed.instruments import Instrument, build_instruments, curve_months
-from app.feed.protocol import CurveUpdate, Tick
+from app.feed.protocol import CurveUpdate, Tick, VolSmile, VolUpdate
 from app.feed.sim_params import HALF_SPREAD_DAILY_SD, TICK_SIZE, model_params
 from app.feed.source import Batch
 from app.models.catalogue import PRODUCT_SPECS, ProductSpec
@@ -50,6 +52,26 @@ _STRIP_WEIGHT = {"quarter": 0.6, "season": 0.5, "cal": 0.5}
 _BURN_IN_DAYS = 120
 #: part of a trading day already elapsed when the source starts (last settle -> first trade)
 _START_DAY_FRACTION = 0.25
+#: implied-vol surface: smiles for this many contract months, strikes at these standardised
+#: moneyness points z (K = F exp(z sigma sqrt(T)))
+_VOL_CONTRACTS = 12
+_VOL_Z = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
+#: option expiry: this many calendar days before delivery starts, moved back to a weekday (a
+#: stand-in for exchange calendars: ICE Brent options expire 3 business days before the
+#: futures, NYMEX Henry Hub options the business day before the futures)
+_OPTION_LEAD_DAYS = 5
+VOL_MODEL = (
+    "simulator model-implied vols: Samuelson term structure integrated to expiry; "
+    "shifted-lognormal skew for power; spikes not included"
+)
+
+
+def option_expiry(contract_start: date) -> date:
+    """Expiry of the option on the contract delivering from ``contract_start`` (see above)."""
+    d = contract_start - timedelta(days=_OPTION_LEAD_DAYS)
+    while d.weekday() >= 5:
+        d -= timedelta(days=1)
+    return d
 
 
 def _month_hours(first: date, n: int) -> np.ndarray:
@@ -235,6 +257,7 @@ class SimulatorSource:
         counts = np.ones(idx.size, dtype=np.int64)
         batch.ticks.extend(self._trade_ticks(idx, counts, now_ns))
         batch.curves.extend(self._full_curves(now_ns, settle=None))
+        batch.vols.extend(self.vol_surfaces(now_ns))
         return batch
 
     def advance(self, wall_seconds: float, now_ns: int) -> Batch:
@@ -373,6 +396,68 @@ class SimulatorSource:
             )
         return out
 
+    def vol_surfaces(self, now_ns: int) -> list[VolUpdate]:
+        """The model's implied-vol smiles per product (published at start and each day end).
+
+        For the next ``_VOL_CONTRACTS`` contract months whose option has not expired, the Black
+        vol is the Samuelson vol integrated from today to expiry
+        (:func:`~app.engine.market_model.samuelson_total_variance`); for shifted (power)
+        products the smile is the displaced-diffusion skew around that level
+        (:func:`~app.engine.market_model.shifted_lognormal_black_vols`). Contracts whose
+        forward (or forward + shift) is not positive get no lognormal quotes.
+        """
+        today = self.date
+        y, m = (int(v) for v in self.curve_start.split("-"))
+        curves = self.model.curves
+        rows: list[tuple[int, int, date, date]] = []  # product, month index, start, expiry
+        per_product = dict.fromkeys(range(len(self.params.products)), 0)
+        for j in range(self.curve_length):
+            k = y * 12 + (m - 1) + j
+            start = date(k // 12, k % 12 + 1, 1)
+            expiry = option_expiry(start)
+            if expiry <= today:
+                continue
+            for pi in per_product:
+                if per_product[pi] < _VOL_CONTRACTS and curves[pi, j] > 0:
+                    rows.append((pi, j, start, expiry))
+                    per_product[pi] += 1
+        if not rows:
+            return []
+        pi_ = np.array([r[0] for r in rows])
+        F = np.array([curves[r[0], r[1]] for r in rows], dtype=float)
+        te = np.array([(r[3] - today).days / 365.0 for r in rows])
+        td = np.array([(r[2] - today).days / 365.0 for r in rows])
+        pps = self.params.products
+        var = np.array(
+            [
+                samuelson_total_variance(
+                    pps[p].sigma_front, pps[p].sigma_long, pps[p].tau, te[i], td[i]
+                )
+                for i, p in enumerate(pi_)
+            ],
+            dtype=float,
+        )
+        sigma = np.sqrt(var / te)
+        shift = np.array([pps[p].shift for p in pi_])
+        strikes = F[:, None] * np.exp(np.asarray(_VOL_Z)[None, :] * (sigma * np.sqrt(te))[:, None])
+        vols = shifted_lognormal_black_vols(
+            F[:, None], strikes, te[:, None], sigma[:, None], shift[:, None]
+        )
+        smiles: dict[int, list[VolSmile]] = {}
+        for i, (p, _j, start, expiry) in enumerate(rows):
+            ok = np.isfinite(vols[i]) & (vols[i] > 0)
+            if ok.sum() >= 5:
+                smiles.setdefault(int(p), []).append(
+                    VolSmile(
+                        f"{start:%Y-%m}",
+                        expiry.isoformat(),
+                        round(float(F[i]), 6),
+                        tuple(float(x) for x in np.round(strikes[i][ok], 6)),
+                        tuple(float(x) for x in np.round(vols[i][ok], 8)),
+                    )
+                )
+        return [VolUpdate(pps[p].code, now_ns, sm, VOL_MODEL) for p, sm in sorted(smiles.items())]
+
     def _settle(self, batch: Batch, now_ns: int) -> None:
         """Day end: settle ticks and settlement curves for ``self.date``, then the next day."""
         batch.ticks.extend(self._settle_ticks(now_ns))
@@ -380,3 +465,4 @@ class SimulatorSource:
         self._day_fraction = 0.0
         self.date = add_business_days(self.date, 1)
         self.model.set_date(self.date)
+        batch.vols.extend(self.vol_surfaces(now_ns))

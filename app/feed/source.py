@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.feed.instruments import Instrument
-from app.feed.protocol import CurveUpdate, Tick
+from app.feed.protocol import CurveUpdate, Tick, VolUpdate
 
 __all__ = ["Batch", "PriceSource"]
 
@@ -24,13 +24,15 @@ class Batch:
     ``ticks`` carry instrument, bid/ask/last, size, kind (``trade`` or ``settle``) and the
     exchange timestamp ``ts`` (ns); stream and seq are left for the server to assign.
     ``curves`` are full curves or contiguous changed blocks; settlement curves have ``settle``.
+    ``vols`` are implied-vol surfaces (whole, per product) for sources that quote them.
     """
 
     ticks: list[Tick] = field(default_factory=list)
     curves: list[CurveUpdate] = field(default_factory=list)
+    vols: list[VolUpdate] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.ticks) + len(self.curves)
+        return len(self.ticks) + len(self.curves) + len(self.vols)
 
 
 class PriceSource(Protocol):

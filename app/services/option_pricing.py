@@ -41,6 +41,7 @@ from app.engine.options import (
     implied_vol_bachelier_detail,
     implied_vol_black76_detail,
 )
+from app.engine.vol import VolSurface
 from app.models.catalogue import PRODUCT_SPECS
 from app.models.enums import Commodity, ExerciseStyle
 
@@ -216,10 +217,74 @@ def _implied_by_grid(pricer: Pricer, inp: PricerInputs, target: float) -> tuple[
     return lo + w * (hi - lo), "ok"
 
 
-def compute(inp: PricerInputs) -> dict[str, Any]:
-    """Price, greeks in display units, implied vol and chart arrays. Raises ValueError."""
+@dataclass(frozen=True)
+class SmileQuotes:
+    """Implied-vol quotes of one option expiry (plain data, e.g. from the price feed)."""
+
+    expiry: dt.date
+    forward: float
+    strikes: tuple[float, ...]
+    vols: tuple[float, ...]
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class FittedSurface:
+    """A vol surface fitted to quotes (one raw-SVI smile per expiry) and the quotes used."""
+
+    surface: VolSurface
+    quotes: tuple[SmileQuotes, ...]
+    today: dt.date
+    source: str = ""
+
+    def nearest(self, expiry: dt.date) -> SmileQuotes:
+        """The quoted smile whose expiry is closest to ``expiry``."""
+        return min(self.quotes, key=lambda q: abs((q.expiry - expiry).days))
+
+
+def fit_surface(quotes: list[SmileQuotes], today: dt.date, source: str = "") -> FittedSurface:
+    """Fit one SVI smile per quoted expiry after ``today`` (:meth:`VolSurface.fit`).
+
+    Raises ValueError when no expiry is left or the quotes cannot be fitted.
+    """
+    live = [q for q in quotes if q.expiry > today and q.forward > 0 and len(q.strikes) >= 5]
+    if not live:
+        raise ValueError("the feed quotes no vol smile with an expiry after today")
+    by_t: dict[float, tuple[Any, Any]] = {}
+    fwd: dict[float, float] = {}
+    for q in live:
+        T = year_fraction(today, q.expiry)
+        by_t[T] = (np.asarray(q.strikes), np.asarray(q.vols))
+        fwd[T] = q.forward
+    return FittedSurface(VolSurface.fit(by_t, fwd), tuple(live), today, source)
+
+
+def compute(inp: PricerInputs, surface: FittedSurface | None = None) -> dict[str, Any]:
+    """Price, greeks in display units, implied vol and chart arrays. Raises ValueError.
+
+    With ``surface`` (lognormal models only) the vol is read from the fitted surface at the
+    option's expiry and strike (``inp.vol`` is ignored) and the smile chart shows the fitted
+    smile at that expiry with the quotes of the nearest quoted expiry.
+    """
+    if surface is not None:
+        if inp.normal:
+            raise ValueError("the vol surface holds lognormal vols: type a normal vol")
+        if inp.F <= 0 or inp.K <= 0:
+            raise ValueError("surface vols need a positive forward and strike: type a vol")
+        if inp.T <= 0:
+            raise ValueError("the option has expired")
+        inp = replace(inp, vol=float(surface.surface.vol(inp.T, inp.K, inp.F)))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         res = _compute(inp)
+    if surface is not None:
+        ks = np.asarray(res["smile_k"])
+        ks = ks[ks > 0]
+        res["smile_k"] = ks
+        res["smile_vol"] = np.asarray(surface.surface.vol(inp.T, ks, inp.F), dtype=float)
+        near = surface.nearest(inp.expiry)
+        res["smile_quotes"] = (np.asarray(near.strikes), np.asarray(near.vols), near)
+        res["surface_vol"] = inp.vol
+        res["inputs"] = inp
     if not math.isfinite(res["price"]) or not all(map(math.isfinite, res["greeks"].values())):
         raise ValueError(
             "the model gave no finite value for these inputs (vol too low for the tree?)"

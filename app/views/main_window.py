@@ -128,6 +128,7 @@ class MainWindow(QMainWindow):
         self.log_panel.sig_alert.connect(self._on_alert)
         self.market_watch.sig_show_curve.connect(self.show_curve)
         self.market_bridge.sig_curves.connect(self.pricer.on_curves)
+        self.market_bridge.sig_vols.connect(self.pricer.on_vols)
         self.market_bridge.sig_status.connect(self._on_feed_status)
         QTimer.singleShot(0, self.start)
 

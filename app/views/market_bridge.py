@@ -34,6 +34,8 @@ class MarketBridge(QObject):
     """(set[str]) products whose live curve changed."""
     sig_settlements = Signal(object)
     """(set[str]) products whose settlement curve changed."""
+    sig_vols = Signal(object)
+    """(set[str]) products whose implied-vol surface changed."""
     sig_stale = Signal()
     """Stale flags of some streams (or the connection state) changed: re-read stale marks."""
     sig_status = Signal(object)
@@ -81,6 +83,7 @@ class MarketBridge(QObject):
         self._emit(self.sig_quotes, changes.quotes)
         self._emit(self.sig_curves, changes.curves)
         self._emit(self.sig_settlements, changes.settlements)
+        self._emit(self.sig_vols, changes.vols)
         if changes.stale_changed:
             self._emit(self.sig_stale, None)
         now = time.monotonic()

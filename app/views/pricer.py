@@ -70,10 +70,13 @@ from app.services.option_pricing import (
     STYLE_OF_MODEL,
     TYPICAL_BY_COMMODITY,
     TYPICAL_LEVEL,
+    FittedSurface,
     PricerInputs,
+    SmileQuotes,
     add_months,
     compute,
     compute_grid,
+    fit_surface,
     forward_for_expiry,
     month_after,
     parse_months,
@@ -95,6 +98,8 @@ from app.views.widgets import (
 
 FWD_LIVE = "Live curve"
 FWD_TYPED = "Typed"
+VOL_SURFACE = "Surface"
+VOL_TYPED = "Typed"
 
 
 class GridModel(QAbstractTableModel):
@@ -202,6 +207,20 @@ class OptionsPricerPanel(QWidget):
         self.t_label.setStyleSheet(NOTE_STYLE)
         self.vol = spin_box(0.0, 1e6, 4)
         self.vol.setValue(DEFAULT_VOL_PCT)
+        self.vol_source = QComboBox()
+        self.vol_source.addItems([VOL_SURFACE, VOL_TYPED])
+        self.vol_source.setToolTip(
+            "Surface: the vol at this expiry and strike from an SVI surface fitted to the "
+            "feed's implied-vol smiles. Typed: the value you enter."
+        )
+        if market is None:
+            self.vol_source.setCurrentText(VOL_TYPED)
+            self.vol_source.setEnabled(False)
+        self.vol_note = QLabel()
+        self.vol_note.setObjectName("pricer_vol_note")
+        self.vol_note.setStyleSheet(NOTE_STYLE)
+        self.vol_note.setWordWrap(True)
+        self._surfaces: dict[str, tuple[int, FittedSurface]] = {}
         self.rate = spin_box(-20.0, 50.0, 3)
         self.rate.setSuffix(" %")
         self.rate.setValue(3.0)
@@ -223,7 +242,8 @@ class OptionsPricerPanel(QWidget):
         form.addRow("Strike", self.strike)
         form.addRow("Expiry", stacked(self.expiry, self.t_label))
         self.vol_label = QLabel("Vol")
-        form.addRow(self.vol_label, self.vol)
+        form.addRow(self.vol_label, with_suffix(self.vol, self.vol_source, 110))
+        form.addRow(self.vol_note)
         form.addRow("Rate", self.rate)
         form.addRow("Premium → IV", self.premium_in)
         form.addRow("Quantity", with_suffix(self.quantity, self.qty_unit, 50))
@@ -311,7 +331,14 @@ class OptionsPricerPanel(QWidget):
         self.smile_plot.setLabel("bottom", "Strike")
         self.smile_plot.addLegend(offset=(-10, 10))
         self.smile_curve = self.smile_plot.plot(
-            name="flat vol: surface arrives with vol fitting", pen=pg.mkPen("#2e7d32", width=2)
+            name="vol by strike", pen=pg.mkPen("#2e7d32", width=2)
+        )
+        self.smile_quotes = self.smile_plot.plot(
+            name="feed quotes (nearest expiry)",
+            pen=None,
+            symbol="t",
+            symbolBrush="#6a1b9a",
+            symbolSize=8,
         )
         self.smile_point = self.smile_plot.plot(
             name="implied from premium", pen=None, symbol="o", symbolBrush="#c62828", symbolSize=9
@@ -371,6 +398,7 @@ class OptionsPricerPanel(QWidget):
         self.product.currentTextChanged.connect(self._product_changed)
         self.model.currentTextChanged.connect(self._model_changed)
         self.fwd_source.currentTextChanged.connect(lambda _t: self.update_live_forward())
+        self.vol_source.currentTextChanged.connect(self.schedule)
         self.expiry.dateChanged.connect(lambda _d: self.update_live_forward())
         for sig in (
             self.call_put.currentTextChanged,
@@ -423,6 +451,35 @@ class OptionsPricerPanel(QWidget):
         if self.model.currentText() == MODEL_BACHELIER:
             self.vol.setValue(round(DEFAULT_VOL_PCT / 100.0 * abs(level), 4))
         self.schedule()
+
+    def on_vols(self, products: set[str]) -> None:
+        """Slot for the market bridge: the vol surfaces of ``products`` changed."""
+        if self.product.currentText() in products and self.vol_source.currentText() == VOL_SURFACE:
+            self.schedule()
+
+    def _surface_request(self, inp: PricerInputs) -> tuple[Any, str]:
+        """What the job needs for a surface vol: a cached fit, quotes to fit, or ``None`` with
+        the reason the typed vol is used."""
+        use = self.vol_source.currentText() == VOL_SURFACE and self.market is not None
+        self.vol.setReadOnly(False)
+        if not use or self.market is None:
+            return None, "Vol typed." if self.market is not None else "Vol typed (no price feed)."
+        if inp.normal:
+            return None, "Normal model: the surface holds lognormal vols, so the vol is typed."
+        code = self.product.currentText()
+        vu = self.market.vol_surface(code)
+        if vu is None:
+            return None, f"No vol surface for {code} from this feed: the typed vol is used."
+        cached = self._surfaces.get(code)
+        if cached is not None and cached[0] == vu.ts and cached[1].today == inp.today:
+            return cached[1], ""
+        quotes = [
+            SmileQuotes(
+                dt.date.fromisoformat(sm.expiry), sm.forward, sm.strikes, sm.vols, sm.contract
+            )
+            for sm in vu.smiles
+        ]
+        return (code, vu.ts, quotes, vu.model), ""
 
     def on_curves(self, products: set[str]) -> None:
         """Slot for the market bridge: live curves of ``products`` changed."""
@@ -510,12 +567,39 @@ class OptionsPricerPanel(QWidget):
             self._show_error(str(exc))
             return
         self.t_label.setText(f"T = {inp.T:.4f} y (Act/365)")
+        request, why = self._surface_request(inp)
 
         def job(ctx: JobContext) -> dict[str, Any]:
+            fitted: FittedSurface | None = None
+            fit_error = ""
+            if isinstance(request, FittedSurface):
+                fitted = request
+            elif request is not None:
+                _code, _ts, quotes, model = request
+                try:
+                    fitted = fit_surface(quotes, inp.today, model)
+                except ValueError as exc:
+                    fit_error = f"The feed's smiles could not be fitted ({exc}): vol typed."
             try:
-                return compute(inp)
+                res = compute(inp, fitted)
             except ValueError as exc:
-                return {"error": str(exc)}
+                if fitted is None:
+                    return {"error": str(exc)}
+                fit_error = f"Surface vol unavailable ({exc}): the typed vol is used."
+                try:
+                    res = compute(inp)
+                except ValueError as exc2:
+                    return {"error": str(exc2)}
+                fitted = None
+            if (
+                fitted is not None
+                and request is not None
+                and not isinstance(request, FittedSurface)
+            ):
+                res["fitted"] = (request[0], request[1], fitted)
+            res["vol_note"] = fit_error or why
+            res["surface"] = fitted
+            return res
 
         self.runner.submit("Option pricer", job, on_result=self._on_result,
                            on_error=self._show_error, key="pricer")  # fmt: skip
@@ -525,7 +609,13 @@ class OptionsPricerPanel(QWidget):
         self.message.show()
         for lbl in self.out.values():
             lbl.setText("–")
-        for curve in (self.payoff_curve, self.today_curve, self.smile_curve, self.smile_point):
+        for curve in (
+            self.payoff_curve,
+            self.today_curve,
+            self.smile_curve,
+            self.smile_point,
+            self.smile_quotes,
+        ):
             curve.setData([], [])  # no stale chart next to an error
         self.result = None
         self.sig_failed.emit(text)
@@ -562,13 +652,41 @@ class OptionsPricerPanel(QWidget):
         self.today_curve.setData(res["chart_x"], res["today"])
         self.f_line.setValue(inp.F)
         scale = 1.0 if inp.normal else 100.0
+        if "fitted" in res:
+            code, ts, fitted = res["fitted"]
+            self._surfaces[code] = (ts, fitted)
+        surface: FittedSurface | None = res.get("surface")
+        if surface is not None:
+            near = res["smile_quotes"][2]
+            self.vol.blockSignals(True)  # shows the surface vol; not a user edit
+            self.vol.setValue(round(res["surface_vol"] * 100.0, 4))
+            self.vol.blockSignals(False)
+            self.vol.setReadOnly(True)
+            self.vol_note.setText(
+                f"Surface: {res['surface_vol'] * 100:.2f} % at this strike and expiry, from an "
+                f"SVI fit of {len(surface.quotes)} quoted expiries (nearest: {near.label}, "
+                f"expiring {near.expiry}). Source: {surface.source or 'price feed'}."
+            )
+            self.smile_plot.setTitle(
+                "Vol by strike: fitted SVI surface at this expiry", color="#333"
+            )
+            qk, qv, _ = res["smile_quotes"]
+            self.smile_quotes.setData(qk, qv * 100.0)
+        else:
+            self.vol.setReadOnly(False)
+            self.vol_note.setText(res.get("vol_note", ""))
+            self.smile_plot.setTitle("Vol by strike (flat: typed vol)", color="#333")
+            self.smile_quotes.setData([], [])
         self.smile_curve.setData(res["smile_k"], res["smile_vol"] * scale)
         if iv is not None and not math.isnan(iv):
             self.smile_point.setData([inp.K], [iv * scale])
         else:
             self.smile_point.setData([], [])
         self.k_line.setValue(inp.K)
-        lo, hi = float(res["smile_vol"][0] * scale), float(res["smile_vol"][0] * scale)
+        shown = np.asarray(res["smile_vol"]) * scale
+        if surface is not None:
+            shown = np.concatenate([shown, np.asarray(res["smile_quotes"][1]) * 100.0])
+        lo, hi = float(np.nanmin(shown)), float(np.nanmax(shown))
         if iv is not None and not math.isnan(iv):
             lo, hi = min(lo, iv * scale), max(hi, iv * scale)
         pad = max(0.25 * (hi - lo), 0.2 * abs(hi), 1e-6)
