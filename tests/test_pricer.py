@@ -348,7 +348,7 @@ def test_charts_are_filled(qtbot: QtBot, panel: OptionsPricerPanel) -> None:
     assert x.min() == pytest.approx(37.0) and x.max() == pytest.approx(111.0)
     assert panel.f_line.value() == pytest.approx(74.0)
     kx, vy = panel.smile_curve.getData()
-    assert len(kx) == 41 and np.allclose(vy, 35.0)
+    assert len(kx) == 61 and np.allclose(vy, 35.0)  # typed vol: flat
     assert len(panel.smile_point.getData()[0]) == 1
 
 

@@ -242,12 +242,33 @@ class FittedSurface:
         return min(self.quotes, key=lambda q: abs((q.expiry - expiry).days))
 
 
-def fit_surface(quotes: list[SmileQuotes], today: dt.date, source: str = "") -> FittedSurface:
+def bracketing(quotes: list[SmileQuotes], today: dt.date, expiry: dt.date) -> list[SmileQuotes]:
+    """The quoted smiles a vol at ``expiry`` depends on: the last quoted expiry on or before it
+    and the first after it (one smile when ``expiry`` is outside the quoted range), among the
+    usable quotes (expiry after ``today``, positive forward, at least 5 strikes)."""
+    live = sorted(
+        (q for q in quotes if q.expiry > today and q.forward > 0 and len(q.strikes) >= 5),
+        key=lambda q: q.expiry,
+    )
+    before = [q for q in live if q.expiry <= expiry]
+    after = [q for q in live if q.expiry > expiry]
+    return before[-1:] + after[:1]
+
+
+def fit_surface(
+    quotes: list[SmileQuotes], today: dt.date, source: str = "", expiry: dt.date | None = None
+) -> FittedSurface:
     """Fit one SVI smile per quoted expiry after ``today`` (:meth:`VolSurface.fit`).
 
+    With ``expiry``, only the (at most two) smiles bracketing it are fitted
+    (:func:`bracketing`): the surface's vol at that expiry is the same (total variance is
+    interpolated between neighbouring expiries) and the fit costs two smiles, not all.
     Raises ValueError when no expiry is left or the quotes cannot be fitted.
     """
-    live = [q for q in quotes if q.expiry > today and q.forward > 0 and len(q.strikes) >= 5]
+    if expiry is not None:
+        live = bracketing(quotes, today, expiry)
+    else:
+        live = [q for q in quotes if q.expiry > today and q.forward > 0 and len(q.strikes) >= 5]
     if not live:
         raise ValueError("the feed quotes no vol smile with an expiry after today")
     by_t: dict[float, tuple[Any, Any]] = {}
@@ -336,8 +357,9 @@ def _compute(inp: PricerInputs) -> dict[str, Any]:
     # Chart 2: flat vol against strike (a surface arrives with vol fitting).
     if inp.normal:
         ks = np.linspace(K - spread, K + spread, 41)
-    else:
-        ks = np.linspace(K * 0.5, K * 1.5, 41)
+    else:  # around both the strike and the forward (the smile's centre)
+        lo, hi = min(K, F), max(K, F)
+        ks = np.linspace(lo * 0.5, hi * 1.5, 61) if lo > 0 else np.linspace(K * 0.5, K * 1.5, 41)
     return {
         "inputs": inp,
         "price": price,

@@ -74,6 +74,7 @@ from app.services.option_pricing import (
     PricerInputs,
     SmileQuotes,
     add_months,
+    bracketing,
     compute,
     compute_grid,
     fit_surface,
@@ -220,7 +221,7 @@ class OptionsPricerPanel(QWidget):
         self.vol_note.setObjectName("pricer_vol_note")
         self.vol_note.setStyleSheet(NOTE_STYLE)
         self.vol_note.setWordWrap(True)
-        self._surfaces: dict[str, tuple[int, FittedSurface]] = {}
+        self._surfaces: dict[tuple[str, int, tuple[dt.date, ...]], FittedSurface] = {}
         self.rate = spin_box(-20.0, 50.0, 3)
         self.rate.setSuffix(" %")
         self.rate.setValue(3.0)
@@ -470,16 +471,19 @@ class OptionsPricerPanel(QWidget):
         vu = self.market.vol_surface(code)
         if vu is None:
             return None, f"No vol surface for {code} from this feed: the typed vol is used."
-        cached = self._surfaces.get(code)
-        if cached is not None and cached[0] == vu.ts and cached[1].today == inp.today:
-            return cached[1], ""
         quotes = [
             SmileQuotes(
                 dt.date.fromisoformat(sm.expiry), sm.forward, sm.strikes, sm.vols, sm.contract
             )
             for sm in vu.smiles
         ]
-        return (code, vu.ts, quotes, vu.model), ""
+        # Only the smiles around this expiry are fitted (cached per surface and bracket).
+        near = bracketing(quotes, inp.today, inp.expiry)
+        key = (code, vu.ts, tuple(q.expiry for q in near))
+        cached = self._surfaces.get(key)
+        if cached is not None and cached.today == inp.today:
+            return cached, ""
+        return (key, near, vu.model), ""
 
     def on_curves(self, products: set[str]) -> None:
         """Slot for the market bridge: live curves of ``products`` changed."""
@@ -575,7 +579,7 @@ class OptionsPricerPanel(QWidget):
             if isinstance(request, FittedSurface):
                 fitted = request
             elif request is not None:
-                _code, _ts, quotes, model = request
+                _key, quotes, model = request
                 try:
                     fitted = fit_surface(quotes, inp.today, model)
                 except ValueError as exc:
@@ -596,7 +600,7 @@ class OptionsPricerPanel(QWidget):
                 and request is not None
                 and not isinstance(request, FittedSurface)
             ):
-                res["fitted"] = (request[0], request[1], fitted)
+                res["fitted"] = (request[0], fitted)
             res["vol_note"] = fit_error or why
             res["surface"] = fitted
             return res
@@ -653,8 +657,10 @@ class OptionsPricerPanel(QWidget):
         self.f_line.setValue(inp.F)
         scale = 1.0 if inp.normal else 100.0
         if "fitted" in res:
-            code, ts, fitted = res["fitted"]
-            self._surfaces[code] = (ts, fitted)
+            key, fitted = res["fitted"]
+            if len(self._surfaces) > 64:  # old surfaces: the feed re-quotes every day end
+                self._surfaces.clear()
+            self._surfaces[key] = fitted
         surface: FittedSurface | None = res.get("surface")
         if surface is not None:
             near = res["smile_quotes"][2]
@@ -663,10 +669,10 @@ class OptionsPricerPanel(QWidget):
             self.vol.blockSignals(False)
             self.vol.setReadOnly(True)
             self.vol_note.setText(
-                f"Surface: {res['surface_vol'] * 100:.2f} % at this strike and expiry, from an "
-                f"SVI fit of {len(surface.quotes)} quoted expiries (nearest: {near.label}, "
-                f"expiring {near.expiry}). Source: {surface.source or 'price feed'}."
+                f"Surface: SVI fit of the feed's smiles around this expiry (nearest quoted: "
+                f"{near.label} options, expiring {near.expiry:%d %b %Y})."
             )
+            self.vol_note.setToolTip(f"Source: {surface.source or 'price feed'}")
             self.smile_plot.setTitle(
                 "Vol by strike: fitted SVI surface at this expiry", color="#333"
             )
@@ -675,6 +681,7 @@ class OptionsPricerPanel(QWidget):
         else:
             self.vol.setReadOnly(False)
             self.vol_note.setText(res.get("vol_note", ""))
+            self.vol_note.setToolTip("")
             self.smile_plot.setTitle("Vol by strike (flat: typed vol)", color="#333")
             self.smile_quotes.setData([], [])
         self.smile_curve.setData(res["smile_k"], res["smile_vol"] * scale)
