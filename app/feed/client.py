@@ -38,6 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from app.feed import market_state as ms
 from app.feed import protocol as p
+from app.feed._aio import close_loop
 from app.feed.protocol import CurveUpdate, ProtocolError, Snapshot, Tick, VolUpdate
 
 __all__ = ["FeedClient", "load_token", "store_token"]
@@ -188,15 +189,7 @@ class FeedClient:
         except Exception:
             log.exception("feed client crashed")
         finally:
-            try:
-                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                for t in pending:
-                    t.cancel()
-                if pending:
-                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
+            close_loop(loop)
 
     def _set_status(self, **fields: Any) -> None:
         changed = {k: v for k, v in fields.items() if self._status.get(k) != v}
@@ -506,36 +499,16 @@ class FeedClient:
                 ticks = []
                 add = ticks.append
             if type(msg) is CurveUpdate:
-                stream = msg.product
-                if stream in awaiting:
-                    continue
-                exp = expected.get(stream, 1)
-                if msg.seq < exp:
-                    self.duplicates += 1
-                    continue
-                if msg.seq > exp:
-                    self._gap(stream, f"seq {msg.seq}, expected {exp}")
-                    continue
-                expected[stream] = exp + 1
-                try:
-                    self.state.apply_curve(msg)
-                    applied += 1
-                except ValueError as exc:
-                    self._gap(stream, f"curve update does not apply: {exc}")
+                if self._in_sequence(msg.product, msg.seq):
+                    try:
+                        self.state.apply_curve(msg)
+                        applied += 1
+                    except ValueError as exc:
+                        self._gap(msg.product, f"curve update does not apply: {exc}")
             elif type(msg) is VolUpdate:
-                stream = msg.product
-                if stream in awaiting:
-                    continue
-                exp = expected.get(stream, 1)
-                if msg.seq < exp:
-                    self.duplicates += 1
-                    continue
-                if msg.seq > exp:
-                    self._gap(stream, f"seq {msg.seq}, expected {exp}")
-                    continue
-                expected[stream] = exp + 1
-                self.state.apply_vols(msg)
-                applied += 1
+                if self._in_sequence(msg.product, msg.seq):
+                    self.state.apply_vols(msg)
+                    applied += 1
             elif type(msg) is Snapshot:
                 stream = msg.stream
                 exp = expected.get(stream, 1)
@@ -557,6 +530,21 @@ class FeedClient:
         if applied:
             self.msgs_applied += applied
             self._rate.append((time.monotonic(), applied))
+
+    def _in_sequence(self, stream: str, seq: int) -> bool:
+        """True when ``seq`` is the next message of ``stream`` (then expected moves on); a
+        duplicate is counted, a jump is a gap (resync); a stream awaiting its snapshot skips."""
+        if stream in self._awaiting:
+            return False
+        exp = self._expected.get(stream, 1)
+        if seq < exp:
+            self.duplicates += 1
+            return False
+        if seq > exp:
+            self._gap(stream, f"seq {seq}, expected {exp}")
+            return False
+        self._expected[stream] = exp + 1
+        return True
 
     def _gap(self, stream: str, why: str) -> None:
         self.gaps += 1

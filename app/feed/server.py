@@ -42,6 +42,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from app.feed import protocol as p
+from app.feed._aio import close_loop
 from app.feed.instruments import matches
 from app.feed.protocol import CurveUpdate, ProtocolError, Tick, VolUpdate
 from app.feed.source import Batch, PriceSource
@@ -1025,7 +1026,7 @@ class FeedServerThread:
                 self._ready.set()
             loop.run_forever()
         finally:
-            _close_loop(loop)
+            close_loop(loop)
 
     def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Run ``fn()`` on the server's loop thread and return its result."""
@@ -1051,16 +1052,3 @@ class FeedServerThread:
             asyncio.run_coroutine_threadsafe(self.server.stop(), loop).result(timeout)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what is left on ``loop`` and close it."""
-    try:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in pending:
-            t.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        loop.close()
