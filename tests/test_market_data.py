@@ -135,3 +135,19 @@ def test_recorder_thread_writes_and_history_survives_reopen(tmp_path: Path) -> N
         assert last.tolist() == [-5.0, -4.0, -3.0, -2.0, -1.0]
     finally:
         reopened.close()
+
+
+def test_snapshot_drops_recorded_quotes_the_feed_no_longer_quotes() -> None:
+    """Yesterday's recorded quote of an expired month must not look live after a snapshot."""
+    from app.feed.protocol import Snapshot
+
+    state = MarketState()
+    state.apply_ticks([_tick("NG-HH:2026-11", T0, 3.1), _tick("NG-HH:2026-12", T0, 3.3)])
+    state.apply_ticks([_tick("CR-WTI:SPOT", T0, 70.0)])
+    state.set_stale(None)
+    snap = Snapshot("NG-HH", 1, [_tick("NG-HH:2026-12", T0 + NS, 3.4)], None, {})
+    state.apply_snapshot(snap)
+    assert state.quote("NG-HH:2026-11") is None
+    q = state.quote("NG-HH:2026-12")
+    assert q is not None and q.last == 3.4
+    assert state.quote("CR-WTI:SPOT") is not None  # other streams untouched

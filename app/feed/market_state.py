@@ -214,9 +214,18 @@ class MarketState:
             self._changes.vols.add(update.product)
 
     def apply_snapshot(self, snap: Snapshot, received: float | None = None) -> None:
-        """Replace a stream's state with a snapshot and clear its stale flag."""
+        """Replace a stream's state with a snapshot and clear its stale flag.
+
+        The snapshot is the whole stream for this client: quotes of that product the snapshot
+        does not hold (e.g. recorded ones of a month no longer quoted) are dropped, so nothing
+        old can look live once the stream is fresh again."""
         now = time.time() if received is None else received
         with self._lock:
+            held = {t.instrument for t in snap.quotes}
+            prefix = snap.stream + ":"
+            for name in [n for n in self._quotes if n.startswith(prefix) and n not in held]:
+                del self._quotes[name]
+                self._changes.quotes.add(name)
             for t in snap.quotes:
                 q = self._quotes.get(t.instrument) or Quote(t.instrument)
                 q.bid, q.ask, q.last, q.size, q.ts, q.received = (
