@@ -457,7 +457,9 @@ def _parse_vols(obj: dict[str, Any], *, sequenced: bool = True) -> VolUpdate:
         if len(strikes) != len(vols) or any(v <= 0 for v in vols):
             raise ProtocolError(E_BAD_MESSAGE, "vols: strikes and vols (> 0) must pair up")
         forward = _num({**sm, "type": VOLS}, "forward", optional=False)
-        smiles.append(VolSmile(contract, expiry, float(forward or 0.0), tuple(strikes), tuple(vols)))
+        smiles.append(
+            VolSmile(contract, expiry, float(forward or 0.0), tuple(strikes), tuple(vols))
+        )
     return VolUpdate(
         product=product,
         ts=_int(obj, "ts"),
