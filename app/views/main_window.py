@@ -28,6 +28,7 @@ from app.models import demo
 from app.models.repository import RefData, TradeRepository
 from app.models.store import Store, StoreError
 from app.services.events import TRADES_RELOAD, EventBus
+from app.services.positions import PositionService
 from app.services.trading import TradingService
 from app.settings import Settings
 from app.views import feed_status
@@ -40,6 +41,7 @@ from app.views.layout import LayoutStore
 from app.views.log_dock import LogPanel, QtLogHandler
 from app.views.market_bridge import MarketBridge
 from app.views.market_watch import MarketWatchPanel
+from app.views.positions import PositionsPanel
 from app.views.pricer import OptionsPricerPanel
 
 log = logging.getLogger(__name__)
@@ -103,11 +105,19 @@ class MainWindow(QMainWindow):
         self.curve_panel = ForwardCurvePanel(
             state, self.market_bridge, history_curve=ctx.market.curve_at, runner=ctx.runner
         )
+        self.positions = PositionsPanel(
+            ctx.trading,
+            ctx.runner,
+            state,
+            self.market_bridge,
+            PositionService(ctx.repo, ctx.trading),
+        )
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("market_watch_dock", "Market Watch", self.market_watch)
         self._add_dock("forward_curve_dock", "Forward Curve", self.curve_panel)
         self._add_dock("blotter_dock", "Trade Blotter", self.blotter)
         self._add_dock("pricer_dock", "Options Pricer", self.pricer)
+        self._add_dock("positions_dock", "Positions", self.positions)
         self._add_dock("jobs_dock", "Jobs", self.jobs_panel)
         self._add_dock("log_dock", "Log / Alerts", self.log_panel)
         placeholder = QWidget()
@@ -127,6 +137,10 @@ class MainWindow(QMainWindow):
         self.bridge.sig_trades_reload.connect(self.reload_blotter)
         self.log_panel.sig_alert.connect(self._on_alert)
         self.market_watch.sig_show_curve.connect(self.show_curve)
+        self.bridge.sig_trades_changed.connect(lambda _uuids, _kind: self.positions.reload())
+        self.bridge.sig_trades_reload.connect(self.positions.reload)
+        self.bridge.sig_refdata_changed.connect(self.positions.reload)
+        self.positions.sig_message.connect(self.show_message)
         self.market_bridge.sig_curves.connect(self.pricer.on_curves)
         self.market_bridge.sig_vols.connect(self.pricer.on_vols)
         self.market_bridge.sig_status.connect(self._on_feed_status)
@@ -197,13 +211,14 @@ class MainWindow(QMainWindow):
 
     # -- layout --------------------------------------------------------------------------------
     def apply_default_layout(self) -> None:
-        """Market Watch over the Forward Curve on the left; Blotter on top (Options Pricer
-        tabbed behind it), Jobs and Log tabbed below."""
+        """Market Watch over the Forward Curve on the left; Blotter on top (Options Pricer and
+        Positions tabbed behind it), Jobs and Log tabbed below."""
         b, j, lg = (self.docks[n] for n in ("blotter_dock", "jobs_dock", "log_dock"))
         pr, mw, fc = (
             self.docks[n] for n in ("pricer_dock", "market_watch_dock", "forward_curve_dock")
         )
-        for dock in (b, pr, j, lg, mw, fc):
+        pos = self.docks["positions_dock"]
+        for dock in (b, pr, j, lg, mw, fc, pos):
             dock.setFloating(False)
             dock.show()
         # The left column (market data) runs the full height; blotter and log sit to its right.
@@ -215,6 +230,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.TopDockWidgetArea, b)
         self.addDockWidget(Qt.DockWidgetArea.TopDockWidgetArea, pr)
         self.tabifyDockWidget(b, pr)
+        self.tabifyDockWidget(b, pos)
         b.raise_()
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, lg)
         self.tabifyDockWidget(lg, j)
