@@ -565,3 +565,19 @@ def test_slow_revaluation_still_lands_under_a_fast_feed(
     qtbot.waitUntil(lambda: not panel.runner.active_jobs, timeout=5000)
     assert len(landed) >= 1
     assert panel.revaluations - len(landed) <= 1
+
+
+def test_empty_book_revalues_to_empty_groups(tmp_path: Path) -> None:
+    """A store with no trades yet (first start, before the demo desk is seeded) revalues to no
+    rows, for every grouping, instead of failing."""
+    store = Store.open_file(tmp_path / "s.db")
+    try:
+        ensure_reference_data(store)
+        svc = PositionService(TradeRepository(store))
+        snap = svc.snapshot()
+        assert len(snap) == 0
+        for dim in ("book", "product", "month", "counterparty"):
+            report = svc.revalue(snap, flat_curves(), AS_OF, dimension=dim)
+            assert len(report.groups.label) == 0 and not report.totals
+    finally:
+        store.close()

@@ -476,7 +476,8 @@ def _with_groups(report: PositionReport, dimension: str) -> PositionReport:
     g = g.ravel()
 
     def total(w: np.ndarray) -> np.ndarray:
-        return np.bincount(g, weights=w, minlength=m)
+        # float even with no rows (bincount of an empty array is int64, even with weights)
+        return np.bincount(g, weights=w, minlength=m).astype(float, copy=False)
 
     def nan_total(w: np.ndarray) -> np.ndarray:
         out = total(np.nan_to_num(w, nan=0.0))
