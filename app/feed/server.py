@@ -238,8 +238,12 @@ class FeedServer:
         close_timeout: float = 2.0,
         socket_buffer: int = 256 * 1024,
         hello_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
     ) -> None:
         self.source = source
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.host = host
         self.port = port
         self.token = token
@@ -295,8 +299,8 @@ class FeedServer:
             max_size=p.MAX_CLIENT_FRAME,
             compression=None,
             close_timeout=self.close_timeout,
-            ping_interval=20,
-            ping_timeout=20,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
         )
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])

@@ -118,7 +118,12 @@ class MarketDataService:
             log.exception("Could not load recorded market data")
         if (self.url is None and self.embedded is None) or self._stopping.is_set():
             return
-        self.recorder.start()
+        if self.embedded is not None and self.embedded.mode == "replay":
+            # A replay's history is its file: recording it again would file old settlements
+            # under today's clock (and a looping replay would record the same days again).
+            log.info("Replay mode: replayed prices are not recorded to the local store")
+        else:
+            self.recorder.start()
         self._connect()
 
     def _connect(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -92,6 +93,9 @@ def run_gui(
     log_path = setup_logging(settings.log_dir)
     install_excepthooks()
     qInstallMessageHandler(_qt_message)
+    # The feed client and recorder threads run Python too: hand the GIL over every 1 ms (default
+    # 5 ms) so the GUI thread gets it back quickly after a burst (Qt event-loop lag).
+    sys.setswitchinterval(0.001)
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     app.setApplicationName("QuantaEnergi Workstation")
@@ -126,6 +130,10 @@ def run_gui(
     code = 0
     if screenshot is not None:
         code = _arm_screenshot(app, window, screenshot)
+    # Everything built so far lives as long as the window: keep it out of the cyclic garbage
+    # collector's full passes (70-90 ms pauses with thousands of ticking rows, measured).
+    gc.collect()
+    gc.freeze()
     rc = app.exec()
     close_context(ctx)
     lock.unlock()
