@@ -33,6 +33,7 @@ from app.views.market_watch import (
     C_SPARK,
     C_TIME,
     ID_ROLE,
+    SPARK_EVERY,
     SPARK_ROLE,
     AddInstrumentsDialog,
     MarketWatchPanel,
@@ -223,8 +224,13 @@ def test_ten_thousand_ticks_coalesce_into_one_refresh(
     state, bridge = market
     panel = _panel(qtbot, state, bridge, settings_path)
     ids = panel.model.instrument_ids
-    emitted: list[tuple[int, int]] = []
-    panel.model.dataChanged.connect(lambda a, b, _r=None: emitted.append((a.row(), b.row())))
+    changes: list[tuple[int, int, int, int]] = []
+    panel.model.dataChanged.connect(
+        lambda a, b, _r=None: changes.append((a.row(), b.row(), a.column(), b.column()))
+    )
+    # One dataChanged per frame for the price columns; the sparkline column has its own, every
+    # SPARK_EVERY-th frame.
+    emitted = [(r0, r1) for r0, r1, c0, c1 in changes if c0 <= C_LAST <= c1]
     resets: list[int] = []
     panel.model.modelReset.connect(lambda: resets.append(1))
     quotes: list[object] = []
@@ -236,6 +242,7 @@ def test_ten_thousand_ticks_coalesce_into_one_refresh(
         final[inst] = price
         state.apply_ticks([Tick(inst, price - 0.01, price + 0.01, price, 1, TS0 + k)])
     bridge.refresh()
+    emitted = [(r0, r1) for r0, r1, c0, c1 in changes if c0 <= C_LAST <= c1]
     assert len(quotes) == 1 and quotes[0] == set(ids)
     assert len(emitted) == 1 and not resets
     top, bottom = emitted[0]
@@ -244,7 +251,12 @@ def test_ten_thousand_ticks_coalesce_into_one_refresh(
         d = price_decimals(inst.split(":")[0])
         assert _text(panel, inst, C_LAST) == f"{price:,.{d}f}"
     bridge.refresh()  # quiet frame: only the fading rows repaint, still one signal at most
+    emitted = [(r0, r1) for r0, r1, c0, c1 in changes if c0 <= C_LAST <= c1]
     assert len(emitted) <= 2
+    for _ in range(SPARK_EVERY):
+        bridge.refresh()
+    spark = [(r0, r1) for r0, r1, c0, c1 in changes if c0 == C_SPARK]
+    assert spark and spark[-1][0] <= min(map(panel.model.row_of, ids))  # trend lines caught up
 
 
 def test_stale_marking_follows_feed_status(
