@@ -7,7 +7,8 @@ in ``build/``), then checks the frozen app:
   are in its archive;
 * ``quantaenergi --data-dir TMP --screenshot TMP/shot.png`` with ``QT_QPA_PLATFORM=offscreen``
   exits 0 on a fresh data dir (migrate, seed the demo desk) and again on the same data dir
-  (existing store), within a time limit, without a traceback or an ERROR in its log, and writes
+  (existing store), within a time limit, without a traceback or an ERROR in its log, with its
+  embedded feed server child started from the bundle, and writes
   a valid, non-blank PNG of at least 800x500.
 
 Prints the bundle size and the start-up times and exits non-zero with a message on any failure.
@@ -229,6 +230,10 @@ def smoke(label: str, data_dir: Path, shot: Path, timeout: float) -> Run:
             raise Failure(
                 f"{label}: errors in {log}:\n" + "\n".join(bad or text.splitlines()[-30:])
             )
+        # The frozen app starts its embedded feed server as `quantaenergi feed serve` (a child
+        # of the bundle's own executable): it must have come up.
+        if "Embedded feed server" not in text:
+            raise Failure(f"{label}: the embedded feed server did not start (see {log})")
         warnings = [ln for ln in text.splitlines() if " WARNING " in ln]
         if warnings:
             run.notes.append(f"{len(warnings)} warning(s) in the log, first: {warnings[0][24:]}")
