@@ -581,3 +581,17 @@ def test_empty_book_revalues_to_empty_groups(tmp_path: Path) -> None:
             assert len(report.groups.label) == 0 and not report.totals
     finally:
         store.close()
+
+
+def test_option_vols_come_from_the_feed_surface_when_quoted() -> None:
+    """ATM vol of the nearest quoted expiry per product; the default where none is quoted."""
+    from app.feed.market_state import MarketState
+    from app.feed.protocol import VolSmile, VolUpdate
+    from app.views.positions import atm_vols_from_state
+
+    state = MarketState()
+    near = VolSmile("2027-01", "2026-12-24", 36.0, (30.0, 35.0, 37.0, 42.0), (0.7, 0.62, 0.6, 0.58))
+    far = VolSmile("2027-02", "2027-01-26", 35.0, (30.0, 35.0, 40.0), (0.5, 0.45, 0.44))
+    state.apply_vols(VolUpdate("NG-TTF", 1, [far, near]))
+    vols = atm_vols_from_state(state, ["NG-TTF", "CR-WTI"], 0.4)
+    assert vols == {"NG-TTF": 0.62, "CR-WTI": 0.4}  # strike 35 is closest to F = 36

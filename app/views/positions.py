@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -373,6 +373,23 @@ class DrillDialog(QDialog):
         self.resize(1100, 420)
 
 
+def atm_vols_from_state(
+    state: MarketState, products: Iterable[str], default: float
+) -> dict[str, float]:
+    """Per product, the feed's at-the-money vol of its nearest quoted option expiry (the
+    quote whose strike is closest to its forward); ``default`` where the feed quotes none."""
+    out: dict[str, float] = {}
+    for p in products:
+        vu = state.vol_surface(p)
+        if vu is None or not vu.smiles:
+            out[p] = default
+            continue
+        sm = min(vu.smiles, key=lambda x: x.expiry)
+        k = min(range(len(sm.strikes)), key=lambda i: abs(sm.strikes[i] - sm.forward))
+        out[p] = float(sm.vols[k])
+    return out
+
+
 def curves_from_state(
     state: MarketState, products: set[str]
 ) -> tuple[dict[str, ForwardCurve], set[str]]:
@@ -572,8 +589,9 @@ class PositionsPanel(QWidget):
                 snap = service.snapshot(cancelled=ctx.cancelled)
             ctx.check()
             curves, stale = curves_from_state(state, snap.product_codes)
+            vols = atm_vols_from_state(state, snap.product_codes, vol)
             ctx.progress(0.6, "valuing")
-            return gen, service.revalue(snap, curves, as_of, vol, dimension=dim, stale=stale)
+            return gen, service.revalue(snap, curves, as_of, vols, dimension=dim, stale=stale)
 
         self.status.setText("Revaluing…")
         self._job = self.runner.submit("Revalue positions", work, on_result=self._on_result,
