@@ -16,7 +16,7 @@ from PySide6.QtCore import QByteArray, QSettings
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 3  # 2: Market Watch and Forward Curve docks; 3: Positions
+STATE_VERSION = 4  # 2: Market Watch, Forward Curve; 3: Positions; 4: Risk
 _NAME_RE = re.compile(r"^[\w .-]{1,40}$")
 
 

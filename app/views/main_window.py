@@ -43,6 +43,7 @@ from app.views.market_bridge import MarketBridge
 from app.views.market_watch import MarketWatchPanel
 from app.views.positions import PositionsPanel
 from app.views.pricer import OptionsPricerPanel
+from app.views.risk_panel import RiskPanel
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +113,14 @@ class MainWindow(QMainWindow):
             self.market_bridge,
             PositionService(ctx.repo, ctx.trading),
         )
+        self.risk = RiskPanel(ctx.runner, self.positions)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("market_watch_dock", "Market Watch", self.market_watch)
         self._add_dock("forward_curve_dock", "Forward Curve", self.curve_panel)
         self._add_dock("blotter_dock", "Trade Blotter", self.blotter)
         self._add_dock("pricer_dock", "Options Pricer", self.pricer)
         self._add_dock("positions_dock", "Positions", self.positions)
+        self._add_dock("risk_dock", "Risk", self.risk)
         self._add_dock("jobs_dock", "Jobs", self.jobs_panel)
         self._add_dock("log_dock", "Log / Alerts", self.log_panel)
         placeholder = QWidget()
@@ -141,6 +144,7 @@ class MainWindow(QMainWindow):
         self.bridge.sig_trades_reload.connect(self.positions.reload)
         self.bridge.sig_refdata_changed.connect(self.positions.reload)
         self.positions.sig_message.connect(self.show_message)
+        self.risk.sig_message.connect(self.show_message)
         self.market_bridge.sig_curves.connect(self.pricer.on_curves)
         self.market_bridge.sig_vols.connect(self.pricer.on_vols)
         self.market_bridge.sig_status.connect(self._on_feed_status)
@@ -211,14 +215,14 @@ class MainWindow(QMainWindow):
 
     # -- layout --------------------------------------------------------------------------------
     def apply_default_layout(self) -> None:
-        """Market Watch over the Forward Curve on the left; Blotter on top (Options Pricer and
-        Positions tabbed behind it), Jobs and Log tabbed below."""
+        """Market Watch over the Forward Curve on the left; Blotter on top (Options Pricer,
+        Positions and Risk tabbed behind it), Jobs and Log tabbed below."""
         b, j, lg = (self.docks[n] for n in ("blotter_dock", "jobs_dock", "log_dock"))
         pr, mw, fc = (
             self.docks[n] for n in ("pricer_dock", "market_watch_dock", "forward_curve_dock")
         )
-        pos = self.docks["positions_dock"]
-        for dock in (b, pr, j, lg, mw, fc, pos):
+        pos, rk = self.docks["positions_dock"], self.docks["risk_dock"]
+        for dock in (b, pr, j, lg, mw, fc, pos, rk):
             dock.setFloating(False)
             dock.show()
         # The left column (market data) runs the full height; blotter and log sit to its right.
@@ -231,6 +235,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.TopDockWidgetArea, pr)
         self.tabifyDockWidget(b, pr)
         self.tabifyDockWidget(b, pos)
+        self.tabifyDockWidget(b, rk)
         b.raise_()
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, lg)
         self.tabifyDockWidget(lg, j)

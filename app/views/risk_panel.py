@@ -1,0 +1,415 @@
+"""The Risk dock panel: VaR and ES of the current book, per currency, with contributions.
+
+Settings: method (historical / parametric / Monte Carlo), confidence (95 / 97.5 / 99 %) and
+horizon (1..10 days). *Calculate* runs :meth:`app.services.risk.RiskService.calculate` on the
+job runner (progress and Cancel in the panel and in the Jobs dock); the panel also recalculates
+after every positions revaluation (``PositionsPanel.sig_revalued``), at most once per
+:data:`AUTO_INTERVAL_S` seconds. The bundled EIA histories are read on the worker thread the first
+time and kept.
+
+Outputs: VaR and ES per currency (never summed across currencies), a note saying exactly how
+they were computed (method, confidence, horizon, window dates, as-of, proxies), a histogram of
+the chosen currency's scenario P&L with VaR and ES marked (the parametric method draws the
+normal density instead), and the ES contributions table (product, exposure, contribution, % of
+ES; the rows sum to the ES). Bad settings or an empty book show a message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.services.risk import (
+    CONFIDENCES,
+    MAX_HORIZON,
+    METHODS,
+    CurrencyRisk,
+    HistorySeries,
+    RiskResult,
+    RiskService,
+    exposures_from_report,
+)
+from app.views.jobs import JobContext, JobRunner
+
+__all__ = ["AUTO_INTERVAL_S", "RiskPanel", "load_bundled_history"]
+
+#: Minimum seconds between two automatic recalculations.
+AUTO_INTERVAL_S = 2.0
+_TABLE_HEADERS = ("Product", "Ccy", "Exposure", "Unit", "ES contribution", "% of ES", "Factor")
+
+
+def load_bundled_history() -> dict[str, HistorySeries]:
+    """The bundled EIA Brent, WTI and Henry Hub daily series, keyed by the product they price."""
+    from app.feed.history import read_series
+    from app.feed.replay import bundled_series
+
+    return {m.product: read_series(m.path) for m in bundled_series()}
+
+
+def _money(x: float) -> str:
+    return f"{x:,.0f}" if math.isfinite(x) else "–"
+
+
+class RiskPanel(QWidget):
+    """The Risk dock panel; see the module docstring.
+
+    ``positions`` is the Positions panel (its ``report`` and ``sig_revalued`` are used) or
+    ``None`` (then call :meth:`set_report`). ``history`` loads the price histories (default
+    :func:`load_bundled_history`); it runs on a worker thread once.
+    """
+
+    sig_calculated = Signal(object)
+    """(RiskResult) a new result is shown."""
+    sig_message = Signal(str)
+    """(a status message for the user)"""
+
+    def __init__(
+        self,
+        runner: JobRunner,
+        positions: Any = None,
+        history: Callable[[], Mapping[str, HistorySeries]] = load_bundled_history,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("risk")
+        self.runner = runner
+        self.positions = positions
+        self._history_loader = history
+        self._service: RiskService | None = None
+        self.report: Any = positions.report if positions is not None else None
+        self.result: RiskResult | None = None
+        self.calculations = 0
+        self._job: Any = None
+        self._last_auto = -1e9
+        self._auto_timer = QTimer(self)
+        self._auto_timer.setSingleShot(True)
+        self._auto_timer.timeout.connect(self._auto_fire)
+
+        self.method = QComboBox()
+        self.method.setObjectName("risk_method")
+        for key, title in METHODS.items():
+            self.method.addItem(title, key)
+        self.confidence = QComboBox()
+        self.confidence.setObjectName("risk_confidence")
+        for c in CONFIDENCES:
+            self.confidence.addItem(f"{c:.1%}", c)
+        self.confidence.setCurrentIndex(len(CONFIDENCES) - 1)
+        self.horizon = QSpinBox()
+        self.horizon.setObjectName("risk_horizon")
+        self.horizon.setRange(1, MAX_HORIZON)
+        self.horizon.setSuffix(" d")
+        self.calc_button = QPushButton("Calculate")
+        self.calc_button.setObjectName("risk_calculate")
+        self.calc_button.clicked.connect(self.calculate)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("risk_cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setMaximumWidth(120)
+        self.progress.setTextVisible(False)
+        self.progress.hide()
+        bar = QHBoxLayout()
+        bar.setContentsMargins(0, 0, 0, 0)
+        for text, w in (
+            ("Method", self.method),
+            ("Confidence", self.confidence),
+            ("Horizon", self.horizon),
+        ):
+            bar.addWidget(QLabel(text))
+            bar.addWidget(w)
+        bar.addStretch(1)
+        bar.addWidget(self.progress)
+        bar.addWidget(self.calc_button)
+        bar.addWidget(self.cancel_button)
+
+        self.message = QLabel("Press Calculate, or revalue positions.")
+        self.message.setObjectName("risk_message")
+        self.message.setWordWrap(True)
+        self.totals = QLabel("")
+        self.totals.setObjectName("risk_totals")
+        self.totals.setTextFormat(Qt.TextFormat.RichText)
+        self.note = QLabel("")
+        self.note.setObjectName("risk_note")
+        self.note.setWordWrap(True)
+        self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.note.setStyleSheet("color: #555; font-size: 11px;")
+
+        self.currency = QComboBox()
+        self.currency.setObjectName("risk_currency")
+        self.currency.currentIndexChanged.connect(lambda _i: self._show_currency())
+        ccy_bar = QHBoxLayout()
+        ccy_bar.setContentsMargins(0, 0, 0, 0)
+        ccy_bar.addWidget(QLabel("Chart and contributions for"))
+        ccy_bar.addWidget(self.currency)
+        ccy_bar.addStretch(1)
+
+        import pyqtgraph as pg  # lazy: keeps application start-up fast
+
+        self.plot: Any = pg.PlotWidget(background="w")
+        self.plot.setObjectName("risk_histogram")
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.setLabel("left", "scenarios")
+        self.plot.setMinimumHeight(180)
+
+        self.table = QTableWidget(0, len(_TABLE_HEADERS))
+        self.table.setObjectName("risk_contributions")
+        self.table.setHorizontalHeaderLabels(list(_TABLE_HEADERS))
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.plot)
+        split.addWidget(self.table)
+        split.setSizes([260, 200])
+        lay = QVBoxLayout(self)
+        lay.addLayout(bar)
+        lay.addWidget(self.message)
+        lay.addWidget(self.totals)
+        lay.addWidget(self.note)
+        lay.addLayout(ccy_bar)
+        lay.addWidget(split, 1)
+
+        if positions is not None and hasattr(positions, "sig_revalued"):
+            positions.sig_revalued.connect(self.on_revalued)
+
+    # ------------------------------------------------------------------ inputs
+
+    def set_report(self, report: Any) -> None:
+        """Use ``report`` (a PositionReport) for the next calculation."""
+        self.report = report
+
+    def on_revalued(self, report: Any) -> None:
+        """A new positions report: recalculate, at most once per :data:`AUTO_INTERVAL_S`."""
+        self.report = report
+        wait = self._last_auto + AUTO_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._auto_fire()
+        elif not self._auto_timer.isActive():
+            self._auto_timer.start(int(wait * 1000) + 1)
+
+    def _auto_fire(self) -> None:
+        self._last_auto = time.monotonic()
+        self.calculate()
+
+    # ------------------------------------------------------------------ calculation
+
+    def calculate(self) -> None:
+        """Submit a calculation with the current settings (supersedes a running one)."""
+        report = self.report
+        if report is None:
+            self._show_message("No positions yet: revalue the Positions panel first.")
+            return
+        try:
+            exposures = exposures_from_report(report)
+        except (AttributeError, TypeError, ValueError) as exc:
+            self._show_message(f"Cannot read the positions: {exc}")
+            return
+        if not len(exposures):
+            self._show_message("No open positions with a delta exposure: nothing to measure.")
+            self._clear()
+            return
+        method = str(self.method.currentData())
+        confidence = float(self.confidence.currentData())
+        horizon = int(self.horizon.value())
+        loader = self._history_loader
+
+        def work(ctx: JobContext) -> RiskResult:
+            if self._service is None:
+                ctx.progress(0.0, "reading price history")
+                self._service = RiskService(loader())
+            ctx.check()
+            return self._service.calculate(
+                exposures,
+                method,
+                confidence,
+                horizon,
+                progress=lambda f: ctx.progress(f, "simulating"),
+                cancelled=ctx.cancelled,
+            )
+
+        self.calculations += 1
+        self.message.setStyleSheet("")
+        self.message.setText(f"Calculating {METHODS[method]} VaR/ES…")
+        self.progress.setValue(0)
+        self.progress.show()
+        self.cancel_button.setEnabled(True)
+        self._job = self.runner.submit(
+            f"Risk: {METHODS[method]} {confidence:.1%} {horizon}d",
+            work,
+            on_result=self._on_result,
+            on_error=self._on_error,
+            on_progress=lambda f, _t: self.progress.setValue(int(f * 100)),
+            key="risk",
+        )
+        self._job.sig_finished.connect(self._on_finished)
+
+    def cancel(self) -> None:
+        """Cancel the running calculation (the last result stays on screen)."""
+        if self._job is not None:
+            self._job.cancel()
+            self.message.setText("Calculation cancelled.")
+            self.sig_message.emit("Risk calculation cancelled")
+
+    def _on_finished(self) -> None:
+        job = self.sender()
+        if job is not self._job:
+            return
+        self._job = None
+        self.progress.hide()
+        self.cancel_button.setEnabled(False)
+
+    def _on_error(self, text: str) -> None:
+        self._show_message(f"Risk calculation failed: {text}")
+
+    def _show_message(self, text: str) -> None:
+        self.message.setText(text)
+        self.message.setStyleSheet("color: #b3261e;")
+        self.sig_message.emit(text)
+
+    def _clear(self) -> None:
+        self.result = None
+        self.totals.setText("")
+        self.note.setText("")
+        self.currency.clear()
+        self.table.setRowCount(0)
+        self.plot.clear()
+
+    # ------------------------------------------------------------------ display
+
+    def _on_result(self, result: RiskResult) -> None:
+        self.result = result
+        self.message.setStyleSheet("")
+        self.message.setText(
+            f"{METHODS[result.method]} · {result.confidence:.1%} · {result.horizon_days}-day · "
+            f"window {result.window_start:%d %b %Y} – {result.window_end:%d %b %Y} · "
+            f"positions as of {result.as_of:%d %b %Y}"
+        )
+        parts = []
+        for c in result.currencies:
+            text = f"<b>{c.currency}</b> VaR <b>{_money(c.var)}</b> · ES <b>{_money(c.es)}</b>"
+            if c.var_ci is not None:
+                text += (
+                    f" <span style='color:gray'>(VaR {c.ci_level:.0%} CI "
+                    f"{_money(c.var_ci[0])} – {_money(c.var_ci[1])})</span>"
+                )
+            parts.append(text)
+        self.totals.setText(" &nbsp;&nbsp;|&nbsp;&nbsp; ".join(parts))
+        self.note.setText(result.note())
+        current = self.currency.currentText()
+        self.currency.blockSignals(True)
+        self.currency.clear()
+        for c in result.currencies:
+            self.currency.addItem(c.currency)
+        i = self.currency.findText(current)
+        if i < 0:  # default: the currency with the largest ES
+            big = max(range(len(result.currencies)), key=lambda j: result.currencies[j].es)
+            i = big
+        self.currency.setCurrentIndex(i)
+        self.currency.blockSignals(False)
+        self._show_currency()
+        self.sig_calculated.emit(result)
+
+    def _show_currency(self) -> None:
+        if self.result is None or self.currency.currentIndex() < 0:
+            return
+        c = self.result.currencies[self.currency.currentIndex()]
+        self._fill_table(c)
+        self._draw(c)
+
+    def _fill_table(self, c: CurrencyRisk) -> None:
+        rows = sorted(c.contributions, key=lambda r: -abs(r.contribution))
+        self.table.setRowCount(len(rows) + 1)
+
+        def put(r: int, col: int, text: str, right: bool = False, bold: bool = False) -> None:
+            item = QTableWidgetItem(text)
+            if right:
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            if bold:
+                f = item.font()
+                f.setBold(True)
+                item.setFont(f)
+            self.table.setItem(r, col, item)
+
+        for r, x in enumerate(rows):
+            put(r, 0, x.product)
+            put(r, 1, x.currency)
+            put(r, 2, f"{x.exposure:,.0f}", True)
+            put(r, 3, x.unit)
+            put(r, 4, _money(x.contribution), True)
+            put(r, 5, f"{x.share:.1%}" if math.isfinite(x.share) else "–", True)
+            put(r, 6, x.proxy)
+        t = len(rows)
+        total = sum(x.contribution for x in rows)
+        put(t, 0, "Total (= ES)", bold=True)
+        put(t, 1, c.currency, bold=True)
+        put(t, 4, _money(total), True, True)
+        put(t, 5, "100.0%" if c.es else "–", True, True)
+
+    def _draw(self, c: CurrencyRisk) -> None:
+        import pyqtgraph as pg
+
+        self.plot.clear()
+        self.plot.addLegend(
+            offset=(-10, 10), labelTextColor=(40, 40, 40), brush=(255, 255, 255, 220)
+        )
+        ccy = c.currency
+        if c.pnl.size:
+            pnl = c.pnl
+            counts, edges = np.histogram(pnl, bins=min(60, max(10, pnl.size // 10)))
+            tail = edges[:-1] < -c.var
+            for mask, color, name in (
+                (~tail, (90, 130, 200, 180), "scenario P&L"),
+                (tail, (200, 80, 70, 200), "beyond VaR"),
+            ):
+                if mask.any():
+                    bars = pg.BarGraphItem(
+                        x0=edges[:-1][mask],
+                        x1=edges[1:][mask],
+                        height=counts[mask],
+                        brush=pg.mkBrush(color),
+                        pen=pg.mkPen((60, 60, 60, 120)),
+                        name=name,
+                    )
+                    self.plot.addItem(bars)
+            self.plot.setLabel("left", "scenarios")
+        elif math.isfinite(c.sigma) and c.sigma > 0:
+            x = np.linspace(-4.5 * c.sigma, 4.5 * c.sigma, 400)
+            y = np.exp(-0.5 * (x / c.sigma) ** 2) / (c.sigma * math.sqrt(2 * math.pi))
+            self.plot.plot(x, y, pen=pg.mkPen((90, 130, 200), width=2), name="normal P&L density")
+            self.plot.setLabel("left", "density")
+        for value, pen_rgb, label in (
+            (-c.var, (200, 120, 0), f"VaR {_money(c.var)}"),
+            (-c.es, (180, 0, 0), f"ES {_money(c.es)}"),
+        ):
+            line = pg.InfiniteLine(
+                pos=value, angle=90, pen=pg.mkPen(pen_rgb, width=2, style=Qt.PenStyle.DashLine)
+            )
+            self.plot.addItem(line)
+            self.plot.plot([value, value], [0, 0], pen=pg.mkPen(pen_rgb, width=2), name=label)
+        days = self.result.horizon_days if self.result else 1
+        self.plot.setLabel("bottom", f"{days}-day P&L ({ccy})")
