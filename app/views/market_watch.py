@@ -32,11 +32,22 @@ from PySide6.QtCore import (
     QModelIndex,
     QPersistentModelIndex,
     QPointF,
+    QRect,
     QSettings,
     Qt,
     Signal,
 )
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QGuiApplication, QPainter, QPen, QPolygonF
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetrics,
+    QGuiApplication,
+    QPainter,
+    QPaintEvent,
+    QPalette,
+    QPen,
+    QPolygonF,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -622,6 +633,9 @@ def _row_key(i: Instrument) -> tuple[int, str, int, date]:
     return (g, i.product, KIND_ORDER.index(i.kind), i.start)
 
 
+_NUMBER_CHARS = "0123456789+-%:.,\u2212"
+
+
 class WatchDelegate(QStyledItemDelegate):
     """Paints every Market Watch cell straight from the model's arrays: one call per cell
     instead of a data() call per role and a text layout per cell (the table repaints its
@@ -631,6 +645,8 @@ class WatchDelegate(QStyledItemDelegate):
         super().__init__(parent)
         self.model = model
         self._fonts: dict[int, tuple[QFont, QFontMetrics, int]] = {}
+        self._advance: dict[int, dict[str, int]] = {}  # per font kind: character -> advance
+        self._widths: dict[tuple[int, str], int] = {}  # (font kind, label) -> width
         self._base_key = ""
 
     def _font(self, base: QFont, kind: int) -> tuple[QFont, QFontMetrics, int]:
@@ -640,6 +656,7 @@ class WatchDelegate(QStyledItemDelegate):
             key = base.key()
             if key != self._base_key:
                 self._fonts.clear()
+                self._widths.clear()
                 self._base_key = key
             f = QFont(base)
             f.setBold(kind == FONT_BOLD)
@@ -651,6 +668,7 @@ class WatchDelegate(QStyledItemDelegate):
                 fm,
                 max(fm.horizontalAdvance(c) for c in "0123456789+-%:"),
             )
+            self._advance[kind] = {c: fm.horizontalAdvance(c) for c in _NUMBER_CHARS}
         return got
 
     def paint(
@@ -659,11 +677,29 @@ class WatchDelegate(QStyledItemDelegate):
         option: QStyleOptionViewItem,
         index: QModelIndex | QPersistentModelIndex,
     ) -> None:
-        m = self.model
-        row, col = index.row(), index.column()
-        rect = option.rect  # type: ignore[attr-defined]
-        palette = option.palette  # type: ignore[attr-defined]
         selected = bool(option.state.value & _SELECTED_BIT)  # type: ignore[attr-defined]
+        self.paint_cell(
+            painter,
+            option.rect,  # type: ignore[attr-defined]
+            index.row(),
+            index.column(),
+            selected,
+            option.palette,  # type: ignore[attr-defined]
+            option.font,  # type: ignore[attr-defined]
+        )
+
+    def paint_cell(
+        self,
+        painter: QPainter,
+        rect: QRect,
+        row: int,
+        col: int,
+        selected: bool,
+        palette: QPalette,
+        base_font: QFont,
+    ) -> None:
+        """Paint one cell (used per cell by Qt, and for all visible cells by WatchTable)."""
+        m = self.model
         header = row in m._header
         if selected and not header:
             painter.fillRect(rect, palette.highlight())
@@ -678,7 +714,8 @@ class WatchDelegate(QStyledItemDelegate):
         text = m.text(row, col)
         if not text:
             return
-        font, fm, widest = self._font(option.font, m.font_kind(row))  # type: ignore[attr-defined]
+        kind = m.font_kind(row)
+        font, fm, widest = self._font(base_font, kind)
         painter.setFont(font)
         if selected and not header:
             painter.setPen(palette.highlightedText().color())
@@ -689,9 +726,16 @@ class WatchDelegate(QStyledItemDelegate):
         width = r.width()
         # Never clip a number silently: elide (…) when the text may not fit. Numbers fit when
         # every character is at most as wide as the widest digit (commas and dots are narrower).
-        may_overflow = col <= C_PRODUCT or len(text) * widest > width
-        if may_overflow and fm.horizontalAdvance(text) > width:
-            text = fm.elidedText(text, Qt.TextElideMode.ElideRight, width)
+        if col <= C_PRODUCT or len(text) * widest > width:
+            adv = self._advance.get(kind, {})
+            try:  # numbers: sum cached advances (no kerning in digits) instead of a Qt call
+                w = sum(adv[ch] for ch in text) if col > C_PRODUCT else self._widths[(kind, text)]
+            except KeyError:
+                w = fm.horizontalAdvance(text)
+                if col <= C_PRODUCT and len(self._widths) < 50_000:  # labels never change
+                    self._widths[(kind, text)] = w
+            if w > width:
+                text = fm.elidedText(text, Qt.TextElideMode.ElideRight, width)
         painter.drawText(r, _ALIGN_FLAGS_RIGHT if col in _RIGHT_COLS else _ALIGN_FLAGS_LEFT, text)
 
     @staticmethod
@@ -786,6 +830,63 @@ class AddInstrumentsDialog(QDialog):
 # -- the panel ----------------------------------------------------------------------------------
 
 
+class WatchTable(QTableView):
+    """The Market Watch table: paints all the cells of a repaint in one Python call.
+
+    Qt's item view calls the delegate once per cell through a QStyleOptionViewItem built for
+    each; with thousands of ticking rows that per-cell round trip was most of the GUI thread's
+    time. Here one ``paintEvent`` walks the visible rows and columns of the dirty region and
+    asks :meth:`WatchDelegate.paint_cell` to draw each (the same code Qt's path uses).
+    """
+
+    def __init__(self, model: MarketWatchModel) -> None:
+        super().__init__()
+        self.setModel(model)
+        self.cell_painter = WatchDelegate(model, self)
+        self.setItemDelegate(self.cell_painter)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        model = self.model()
+        n = model.rowCount()
+        if n == 0:
+            return
+        dirty = event.rect()
+        first = self.rowAt(dirty.top())
+        if first < 0:
+            return
+        last = self.rowAt(dirty.bottom())
+        last = n - 1 if last < 0 else last
+        hh = self.horizontalHeader()
+        cols = []
+        for visual in range(hh.count()):
+            c = hh.logicalIndex(visual)
+            if hh.isSectionHidden(c):
+                continue
+            x, w = self.columnViewportPosition(c), self.columnWidth(c)
+            if x + w < dirty.left() or x > dirty.right():
+                continue
+            cols.append((c, x, w))
+        sel = self.selectionModel()
+        selected = {i.row() for i in sel.selectedRows()} if sel is not None else set()
+        palette, font = self.palette(), self.font()
+        paint = self.cell_painter.paint_cell
+        painter = QPainter(self.viewport())
+        headers = self.cell_painter.model._header
+        try:
+            for r in range(first, last + 1):
+                y, h = self.rowViewportPosition(r), self.rowHeight(r)
+                if r in headers:  # commodity header rows span the whole table (setSpan)
+                    x0 = self.columnViewportPosition(0)
+                    width = self.viewport().width() - x0
+                    paint(painter, QRect(x0, y, width, h), r, 0, False, palette, font)
+                    continue
+                is_sel = r in selected
+                for c, x, w in cols:
+                    paint(painter, QRect(x, y, w, h), r, c, is_sel, palette, font)
+        finally:
+            painter.end()
+
+
 class MarketWatchPanel(QWidget):
     """Market Watch dock: watch-list selector, live quote table, context menu."""
 
@@ -818,10 +919,8 @@ class MarketWatchPanel(QWidget):
         self._dialogs: dict[str, PriceHistoryDialog] = {}
 
         self.model = MarketWatchModel(state, self)
-        self.view = QTableView()
+        self.view = WatchTable(self.model)
         self.view.setObjectName("market_watch_table")
-        self.view.setModel(self.model)
-        self.view.setItemDelegate(WatchDelegate(self.model, self.view))
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
