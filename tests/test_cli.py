@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QLockFile
 
 
@@ -91,3 +92,21 @@ def test_clear_demo_flag_starts_with_an_empty_blotter(tmp_path: Path) -> None:
         assert TradeRepository(store).count_current() == 0
     finally:
         store.close()
+
+
+def test_feed_subcommands_say_what_is_wrong(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`quantaenergi feed ...` never starts the GUI; bad use and a missing keyring are said."""
+    from app.cli import main
+
+    assert main(["feed"]) == 2
+    assert "usage: quantaenergi feed" in capsys.readouterr().err
+    assert main(["feed", "set-token"]) == 2
+    assert "usage: quantaenergi feed set-token URL" in capsys.readouterr().err
+    monkeypatch.setenv("QE_FEED_TOKEN", "s3cret")  # no prompt; the test env has no keyring
+    assert main(["feed", "set-token", "ws://desk:8765"]) == 1
+    assert "no OS keyring" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["feed", "serve", "--mode", "nonsense"])
+    assert exc.value.code == 2
