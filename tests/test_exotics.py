@@ -548,3 +548,42 @@ def test_american_far_from_the_money_at_tiny_vol_is_its_deterministic_limit() ->
     assert otm == 0.0
     assert itm == 1.0  # exercise now: intrinsic beats the discounted intrinsic for r > 0
     assert itm_neg_rate == pytest.approx(math.exp(0.01 * 0.25) * 1.0, rel=1e-12)
+
+
+def test_american_richardson_is_much_closer_to_quantlib_qdfp() -> None:
+    """Richardson-extrapolated tree vs QuantLib's high-precision QdFp American engine (an
+    independent method), on a seeded grid of options on futures (q = r process)."""
+    rng = np.random.default_rng(5)
+    n = 24
+    F, K = rng.uniform(50, 150, n), rng.uniform(50, 150, n)
+    days = rng.integers(18, 730, n)
+    T, vol, r = days / 365.0, rng.uniform(0.1, 0.8, n), rng.uniform(0.0, 0.08, n)
+    call = rng.random(n) < 0.5
+    today = ql.Date(24, 11, 2026)
+    ql.Settings.instance().evaluationDate = today
+    dc = ql.Actual365Fixed()
+    ref = np.empty(n)
+    for i in range(n):
+        rt = ql.YieldTermStructureHandle(ql.FlatForward(today, float(r[i]), dc))
+        vs = ql.BlackVolTermStructureHandle(
+            ql.BlackConstantVol(today, ql.NullCalendar(), float(vol[i]), dc)
+        )
+        proc = ql.BlackScholesMertonProcess(ql.QuoteHandle(ql.SimpleQuote(float(F[i]))), rt, rt, vs)
+        kind = ql.Option.Call if call[i] else ql.Option.Put
+        opt = ql.VanillaOption(
+            ql.PlainVanillaPayoff(kind, float(K[i])),
+            ql.AmericanExercise(today, today + int(days[i])),
+        )
+        opt.setPricingEngine(
+            ql.QdFpAmericanEngine(proc, ql.QdFpAmericanEngine.highPrecisionScheme())
+        )
+        ref[i] = opt.NPV()
+    single = np.asarray(american_black76(F, K, T, r, vol, call, steps=803))
+    extrap = np.asarray(american_black76(F, K, T, r, vol, call, steps=401, richardson=True))
+    err_single, err_extrap = np.abs(single - ref).max(), np.abs(extrap - ref).max()
+    assert err_extrap < 3e-4
+    assert err_extrap < err_single / 5
+    assert np.all(extrap >= np.maximum(np.where(call, F - K, K - F), 0.0))
+    # a scalar stays a float; sigma = 0 stays exact
+    v = american_black76(100.0, 90.0, 0.5, 0.05, 0.0, True, richardson=True)
+    assert isinstance(v, float) and v == pytest.approx(10.0)
