@@ -263,10 +263,13 @@ class RiskPanel(QWidget):
             work,
             on_result=self._on_result,
             on_error=self._on_error,
-            on_progress=lambda f, _t: self.progress.setValue(int(f * 100)),
+            on_progress=self._on_progress,  # a bound slot: disconnected if the panel goes
             key="risk",
         )
         self._job.sig_finished.connect(self._on_finished)
+
+    def _on_progress(self, fraction: float, _text: str) -> None:
+        self.progress.setValue(int(fraction * 100))
 
     def cancel(self) -> None:
         """Cancel the running calculation (the last result stays on screen)."""
