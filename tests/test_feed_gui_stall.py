@@ -59,6 +59,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QSettings, Qt, QTimer
 from pytestqt.qtbot import QtBot
 
@@ -162,6 +163,7 @@ def _digests_equal(srv: ChildFeed, state: MarketState, ids: list[str]) -> bool:
     return bool(client["quotes"] == server["quotes"] and client["curves"] == server["curves"])
 
 
+@pytest.mark.timing
 def test_consumer_stall_with_burst_keeps_gui_live_memory_bounded_and_heals(
     qtbot: QtBot, tmp_path: Path
 ) -> None:
