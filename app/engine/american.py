@@ -127,6 +127,13 @@ def _tree_kernel(
 # --------------------------------------------------------------------------- tree
 
 
+def _odd_steps(steps: int) -> int:
+    """The odd step count a Leisen-Reimer tree uses for ``steps`` (validated)."""
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    return int(steps) + (1 - int(steps) % 2)
+
+
 def american_black76(
     F: ArrayLike,
     K: ArrayLike,
@@ -211,9 +218,7 @@ def american_black76(
     7.663
     """
     if richardson:
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        n1 = int(steps) + (1 - int(steps) % 2)  # the odd step count the tree uses
+        n1 = _odd_steps(steps)
         n2 = 2 * n1 + 1
         v1 = np.asarray(american_black76(F, K, T, r, sigma, call, n1, exercise_times))
         v2 = np.asarray(american_black76(F, K, T, r, sigma, call, n2, exercise_times))
@@ -229,11 +234,7 @@ def american_black76(
     check("K", K_ > 0, "> 0")
     check("T", T_ >= 0, ">= 0")
     check("sigma", sig >= 0, ">= 0")
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    n = int(steps)
-    if n % 2 == 0:
-        n += 1
+    n = _odd_steps(steps)
     ex_times: FloatArray | None = None
     if exercise_times is not None:
         ex_times = as_float("exercise_times", exercise_times).ravel()

@@ -81,12 +81,10 @@ class MarketDataService:
                 Tick(row.instrument, row.bid, row.ask, row.last, row.size, row.ts, "trade")
             )
         if ticks:
-            self.state.apply_ticks(ticks, received=0.0)
+            # Reference prices first (a settle tick also sets last), then the latest ticks.
             settle_ticks = [
                 Tick(i, None, None, p, 0.0, 0, "settle") for i, p in settles.items() if i
             ]
-            # Restore the reference prices without touching last: apply settles first, then the
-            # latest ticks again (both are absolute values).
             self.state.apply_ticks(settle_ticks, received=0.0)
             self.state.apply_ticks(ticks, received=0.0)
             n += len(ticks)

@@ -246,14 +246,16 @@ class FittedSurface:
         return min(self.quotes, key=lambda q: abs((q.expiry - expiry).days))
 
 
+def _usable(q: SmileQuotes, today: dt.date) -> bool:
+    """A smile worth fitting: not expired, positive forward, at least 5 strikes."""
+    return q.expiry > today and q.forward > 0 and len(q.strikes) >= 5
+
+
 def bracketing(quotes: list[SmileQuotes], today: dt.date, expiry: dt.date) -> list[SmileQuotes]:
     """The quoted smiles a vol at ``expiry`` depends on: the last quoted expiry on or before it
     and the first after it (one smile when ``expiry`` is outside the quoted range), among the
     usable quotes (expiry after ``today``, positive forward, at least 5 strikes)."""
-    live = sorted(
-        (q for q in quotes if q.expiry > today and q.forward > 0 and len(q.strikes) >= 5),
-        key=lambda q: q.expiry,
-    )
+    live = sorted((q for q in quotes if _usable(q, today)), key=lambda q: q.expiry)
     before = [q for q in live if q.expiry <= expiry]
     after = [q for q in live if q.expiry > expiry]
     return before[-1:] + after[:1]
@@ -272,7 +274,7 @@ def fit_surface(
     if expiry is not None:
         live = bracketing(quotes, today, expiry)
     else:
-        live = [q for q in quotes if q.expiry > today and q.forward > 0 and len(q.strikes) >= 5]
+        live = [q for q in quotes if _usable(q, today)]
     if not live:
         raise ValueError("the feed quotes no vol smile with an expiry after today")
     by_t: dict[float, tuple[Any, Any]] = {}
