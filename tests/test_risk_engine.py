@@ -26,6 +26,7 @@ from app.engine.risk import (
     christoffersen_ind,
     component_es,
     component_var_parametric,
+    delta_gamma_cornish_fisher_es,
     delta_gamma_cornish_fisher_var,
     delta_gamma_cumulants,
     ewma_cov,
@@ -242,6 +243,27 @@ def test_cornish_fisher_vs_brute_force_monte_carlo() -> None:
         mc = -np.quantile(pnl, 1 - alpha)
         cf = delta_gamma_cornish_fisher_var(delta, gamma, cov, alpha)
         assert_allclose(cf, mc, rtol=0.02)
+
+
+def test_cornish_fisher_es_closed_form_brute_force_and_rearranged() -> None:
+    """ES: delta-normal closed form for G = 0; 10^6-path tail mean for the mixed-gamma case
+    (within 4 %); never below VaR even where the expansion bends back."""
+    var0, es0 = delta_gamma_cornish_fisher_es(W3, np.zeros((3, 3)), COV3, 0.975)
+    sd = math.sqrt(W3 @ COV3 @ W3)
+    z = stats.norm.ppf(0.975)
+    assert_allclose(var0, z * sd, rtol=1e-12)
+    assert_allclose(es0, sd * stats.norm.pdf(z) / 0.025, rtol=1e-10)
+    delta = np.array([1_000.0, -600.0, 800.0])
+    gamma = np.array([[-3_000.0, 500.0, 0.0], [500.0, 2_000.0, -400.0], [0.0, -400.0, -1_500.0]])
+    cov = COV3 * 0.25
+    x = np.random.default_rng(99).multivariate_normal(np.zeros(3), cov, size=1_000_000)
+    pnl = x @ delta + 0.5 * np.einsum("ij,jk,ik->i", x, gamma, x)
+    var, es = delta_gamma_cornish_fisher_es(delta, gamma, cov, 0.99)
+    assert var == delta_gamma_cornish_fisher_var(delta, gamma, cov, 0.99)
+    assert_allclose(es, brute_var_es(pnl, 990)[1], rtol=0.04)  # observed +3.3 %: truncation
+    # Long gamma only (strong positive skew): the CF "quantile" falls back beyond alpha.
+    var_s, es_s = delta_gamma_cornish_fisher_es([1.0], [[40.0]], [[1.0]], 0.99)
+    assert es_s >= var_s
 
 
 # --------------------------------------------------------------------------- Monte Carlo

@@ -1,35 +1,25 @@
-"""Risk use case: 1-day and N-day VaR and ES of the current book, by method, with contributions.
+"""Risk use case: VaR and ES of the book by five methods, per currency, with contributions.
 
-No Qt and no ``app.feed`` (the layering contract): the caller hands in the bundled daily price
-histories (``app.views.risk_panel.load_bundled_history`` reads them with the feed's CSV reader)
-and a :class:`~app.services.positions.PositionReport`; the numerics are
-:mod:`app.engine.risk` (``var_es``, ``component_es``, ``ewma_cov``, ``parametric_var_es``,
-``component_var_parametric``, ``monte_carlo_var_es``). See ``docs/risk.md``.
+No Qt and no ``app.feed`` (the layering contract): the caller hands in the daily price histories
+(``app.views.risk_panel.load_bundled_history`` reads the bundled EIA series with the feed's CSV
+reader) and a :class:`~app.services.positions.PositionReport`; :func:`risk_inputs` turns the
+report into per-currency :class:`~app.engine.risk.book.RiskBook` arrays; the numerics are
+:mod:`app.engine.risk`. See ``docs/risk.md``.
 
-**Risk factors (v1).** One per product: its front-month price. Scenarios are daily price
-*changes* in price units (never log returns: WTI settled at -36.98 on 2020-04-20 and a
-difference handles that, a logarithm does not). CR-WTI, CR-BRENT and NG-HH use the bundled EIA
-series directly; every other product uses the changes of the closest bundled series scaled by the
-ratio of catalogue typical levels (:data:`PROXIES`, e.g. NG-TTF = Henry Hub x 9.85).
+**Risk factors.** One per (product, delivery month): the monthly forward price. Scenarios are
+price *changes* in price units (never log returns: WTI settled at -36.98 on 2020-04-20 and a
+difference handles that, a logarithm does not). History exists only for three spot series
+(EIA WTI, Brent, Henry Hub), so the factor moves are an explicit proxy:
+``move(product, month) = source move x proxy scale x sigma_p(T)/sigma_p(0)`` -- the proxy scale
+is the catalogue typical-level ratio (:data:`PROXIES`, e.g. NG-TTF = Henry Hub x 9.85), and the
+tenor loading is the ratio of the product's Samuelson volatility at time to delivery ``T`` to
+the front's (``tenor_vols``, the feed simulator's calibrated two-factor model).
 
-**Exposure** per (currency, product) is the sum of the trades' delta-equivalent volume
-(``Valuation.delta_qty``: forwards 1:1, options through their Black-76 delta), in product units.
-The scenario P&L of a product is exposure x price change, in the product's currency. Results are
-per currency; EUR is never added to USD.
-
-**Methods.**
-
-* ``historical``: overlapping ``h``-day changes ``P[t+h] - P[t]`` inside the window; VaR/ES by
-  :func:`~app.engine.risk.var_es`, ES contributions by :func:`~app.engine.risk.component_es`.
-* ``parametric`` (delta-normal): covariance of the daily product changes by
-  :func:`~app.engine.risk.ewma_cov` (lambda 0.94), VaR/ES by
-  :func:`~app.engine.risk.parametric_var_es` with sqrt-of-time scaling; ES contributions are the
-  Euler ones, ``component_var_parametric x ES/VaR`` (both are ``sigma_p`` times a constant).
-* ``monte_carlo``: :func:`~app.engine.risk.monte_carlo_var_es` with a linear revaluation on the
-  EWMA covariance of the *source* series (at most three factors: proxies of one source are
-  perfectly correlated, so the product covariance is singular) times ``h``; seed 42; ES
-  contributions by ``component_es`` on the simulated per-product P&L; the result carries the
-  order-statistics confidence interval of the VaR estimate.
+**Methods** (:data:`METHODS`): historical simulation with full revaluation (options repriced
+with Black-76 on every scenario) or delta-gamma; parametric delta-normal (EWMA covariance) or
+delta-gamma Cornish-Fisher; Monte Carlo with full revaluation on the EWMA covariance (seed
+:data:`MC_SEED`, order-statistics confidence interval of the VaR). ES for each; contributions per
+product, book or trade that sum to the ES. Results are per currency; EUR is never added to USD.
 """
 
 from __future__ import annotations
@@ -42,12 +32,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.engine.risk.book import RiskBook
 from app.models.catalogue import PRODUCT_BY_CODE
+from app.models.enums import InstrumentType, OptionType
+from app.models.types import PRICE_PLACES
 
 __all__ = [
+    "CALENDAR_PER_BUSINESS_DAY",
     "CONFIDENCES",
     "DEFAULT_WINDOW",
     "EWMA_LAMBDA",
+    "GROUP_BY",
     "MAX_HORIZON",
     "MC_SCENARIOS",
     "MC_SEED",
@@ -55,20 +50,27 @@ __all__ = [
     "PROXIES",
     "SOURCE_LABELS",
     "Contribution",
+    "CurrencyBook",
     "CurrencyRisk",
-    "Exposures",
     "HistorySeries",
     "Proxy",
+    "RiskInputs",
     "RiskResult",
     "RiskService",
-    "exposures_from_report",
+    "Scenarios",
+    "TenorVol",
+    "horizon_calendar_days",
+    "risk_inputs",
+    "tenor_loading",
 ]
 
 #: Method key -> title.
 METHODS: dict[str, str] = {
-    "historical": "Historical",
+    "historical": "Historical (full revaluation)",
+    "historical_dg": "Historical (delta-gamma)",
     "parametric": "Parametric (delta-normal)",
-    "monte_carlo": "Monte Carlo",
+    "delta_gamma_cf": "Parametric (delta-gamma Cornish-Fisher)",
+    "monte_carlo": "Monte Carlo (full revaluation)",
 }
 CONFIDENCES: tuple[float, ...] = (0.95, 0.975, 0.99)
 DEFAULT_WINDOW = 500
@@ -76,6 +78,9 @@ MAX_HORIZON = 10
 EWMA_LAMBDA = 0.94
 MC_SCENARIOS = 20_000
 MC_SEED = 42
+_OPTION = list(InstrumentType).index(InstrumentType.OPTION)
+_CALL = list(OptionType).index(OptionType.CALL)
+_P_SCALE = 10.0**PRICE_PLACES
 
 #: The bundled EIA series by the product code they price directly.
 SOURCE_LABELS: dict[str, str] = {
@@ -142,60 +147,246 @@ PROXIES: dict[str, Proxy] = {
 }
 
 
-@dataclass(frozen=True)
-class Exposures:
-    """Delta-equivalent exposure per (currency, product), in product units (signed)."""
+#: Group-by dimensions of the contributions.
+GROUP_BY: dict[str, str] = {"product": "Product", "book": "Book", "trade": "Trade"}
+
+#: Calendar days per business day of horizon: over ``h`` business days options lose
+#: ``round(h x 7/5)`` calendar days of time value (:func:`horizon_calendar_days`).
+CALENDAR_PER_BUSINESS_DAY = 7.0 / 5.0
+
+
+def horizon_calendar_days(h: int) -> int:
+    """Calendar days of option time decay over a horizon of ``h`` business days."""
+    return round(h * CALENDAR_PER_BUSINESS_DAY)
+
+
+class TenorVol(Protocol):
+    """Samuelson volatility term structure of a product (``ProductParams`` has it)."""
+
+    def sigma(self, t: np.ndarray | float) -> np.ndarray: ...
+
+
+def tenor_loading(vol: TenorVol | None, tau: np.ndarray) -> np.ndarray:
+    """Move of a tenor per unit move of the front: ``sigma(tau) / sigma(0)`` (1 without a model).
+
+    The documented spot-to-tenor proxy: a month ``tau`` years before delivery moves by the
+    ratio of its Samuelson volatility to the front's, the two-factor model the feed simulator
+    calibrates on the same real series (``app/feed/sim_params.py``).
+    """
+    t = np.maximum(np.asarray(tau, dtype=float), 0.0)
+    if vol is None:
+        return np.ones_like(t)
+    return np.asarray(vol.sigma(t), dtype=float) / float(np.asarray(vol.sigma(0.0)))
+
+
+@dataclass(frozen=True, eq=False)
+class CurrencyBook:
+    """The part of a book in one currency, as risk arrays and factor metadata.
+
+    ``book`` is the engine's :class:`~app.engine.risk.book.RiskBook` (curve index = position in
+    ``products``); per factor ``j``: ``factor_product[j]``, ``book.factor_month[j]``,
+    ``factor_tau[j]`` (years from the valuation day to the middle of the delivery month),
+    ``factor_source[j]`` (the history series it moves with) and ``loading[j]`` (its move per
+    unit move of the source: proxy scale x tenor loading).
+    """
+
+    currency: str
+    book: RiskBook
+    products: tuple[str, ...]
+    factor_product: np.ndarray  # object
+    factor_tau: np.ndarray
+    factor_source: np.ndarray  # object
+    loading: np.ndarray
+    group_labels: tuple[str, ...]
+    group_units: tuple[str, ...]
+    group_delta: np.ndarray  # delta-equivalent volume per group (NaN: mixed units)
+    group_proxies: tuple[str, ...]  # how each group's products are taken from history
+    n_trades: int
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted(set(self.factor_source.tolist()))
+
+    def loadings_matrix(self, sources: Sequence[str]) -> np.ndarray:
+        """``(m, k)`` matrix ``L`` with factor moves ``x = L s`` for source moves ``s``."""
+        col = {s: i for i, s in enumerate(sources)}
+        out = np.zeros((self.book.n_factors, len(sources)))
+        out[np.arange(self.book.n_factors), [col[s] for s in self.factor_source]] = self.loading
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class RiskInputs:
+    """A book ready for risk: one :class:`CurrencyBook` per currency, and what was left out."""
 
     as_of: dt.date
-    product: tuple[str, ...]
-    currency: tuple[str, ...]
-    unit: tuple[str, ...]
-    amount: np.ndarray
-    n_trades: int = 0
-    n_unmarked: int = 0
+    group_by: str
+    books_filter: tuple[str, ...]
+    currencies: tuple[CurrencyBook, ...]
+    n_trades: int
+    n_unmarked: int
+    skipped: tuple[str, ...]  # products held without a risk factor
 
-    def __len__(self) -> int:
-        return len(self.product)
+    def currency(self, code: str) -> CurrencyBook:
+        for c in self.currencies:
+            if c.currency == code:
+                return c
+        raise KeyError(code)
+
+    @property
+    def n_options(self) -> int:
+        return sum(c.book.n_options for c in self.currencies)
 
 
-def exposures_from_report(report: Any) -> Exposures:
-    """Sum ``valuation.delta_qty`` per (currency, product) of a ``PositionReport``.
+def risk_inputs(
+    report: Any,
+    group_by: str = "product",
+    books: Sequence[str] | None = None,
+    tenor_vols: Mapping[str, TenorVol] | None = None,
+) -> RiskInputs:
+    """Build :class:`RiskInputs` from a :class:`~app.services.positions.PositionReport`.
 
-    Trades whose delta is NaN (no curve, delivery beyond the curve) are left out and counted in
-    ``n_unmarked``; delivered trades carry zero delta. Products with a zero net exposure are
-    dropped.
+    ``books`` keeps only trades of those book names (``None``: all); ``tenor_vols`` gives the
+    Samuelson term structure per product for the spot-to-tenor proxy (missing: loading 1).
+    Trades that are not marked (no curve, beyond the curve) are counted in ``n_unmarked``.
     """
-    delta = np.asarray(report.valuation.delta_qty, dtype=float)
+    from app.engine.risk.book import risk_book  # lazy: scipy.sparse
+
+    if group_by not in GROUP_BY:
+        raise ValueError(f"group_by must be one of {list(GROUP_BY)}, got {group_by!r}")
+    val = report.valuation
+    snap = report.snapshot
+    cols = snap.columns
+    n = int(np.asarray(val.open_qty).size)
     product = np.asarray(report.product, dtype=object)
     currency = np.asarray(report.currency, dtype=object)
     unit = np.asarray(report.unit, dtype=object)
-    ok = np.isfinite(delta)
-    sums: dict[tuple[str, str], float] = {}
-    units: dict[tuple[str, str], str] = {}
-    for i in np.flatnonzero(ok).tolist():
-        key = (str(currency[i]), str(product[i]))
-        sums[key] = sums.get(key, 0.0) + float(delta[i])
-        units[key] = str(unit[i])
-    keys = sorted(k for k, v in sums.items() if v != 0.0)
-    return Exposures(
+    book_ids = np.asarray(cols["book_id"]) if "book_id" in cols else np.zeros(n, dtype=np.int64)
+    ref_books = snap.ref.books
+    book_name = np.array(
+        [ref_books[int(b)].name if int(b) in ref_books else f"#{int(b)}" for b in book_ids],
+        dtype=object,
+    )
+    keep = np.ones(n, dtype=bool)
+    books_filter: tuple[str, ...] = ()
+    if books:
+        wanted = {b.casefold() for b in books}
+        known = {str(b.name).casefold() for b in ref_books.values()}
+        unknown = sorted(b for b in books if b.casefold() not in known)
+        if unknown:
+            raise ValueError(f"unknown book(s): {', '.join(unknown)}")
+        keep = np.array([str(b).casefold() in wanted for b in book_name], dtype=bool)
+        books_filter = tuple(books)
+    reason = np.asarray(val.reason)
+    open_ = np.asarray(val.open_qty) > 0
+    in_scope = keep & open_
+    skipped = tuple(sorted({str(p) for p in product[in_scope] if str(p) not in PROXIES}))
+    unmarked = in_scope & (reason != 0)
+    usable = in_scope & (reason == 0) & np.array([str(p) in PROXIES for p in product], dtype=bool)
+    is_opt = np.asarray(cols["instrument"]) == _OPTION if n else np.zeros(0, dtype=bool)
+    is_call = np.asarray(cols["option_type"]) == _CALL if n else np.zeros(0, dtype=bool)
+    strike = (
+        np.where(is_opt, np.asarray(cols["strike"], dtype=float) / _P_SCALE, np.nan)
+        if n
+        else np.zeros(0)
+    )
+    as_of_d = np.datetime64(report.as_of, "D")
+    exp = np.asarray(snap.expiry, dtype="datetime64[D]")
+    t_exp = np.where(is_opt, (exp - as_of_d).astype(float) / 365.0, 0.0) if n else np.zeros(0)
+    vol_of = {str(k): float(v) for k, v in report.vol.items()}
+    vol = np.array([vol_of.get(str(p), 0.0) for p in product], dtype=float)
+    trade_of_slice = np.asarray(val.slices.trade, dtype=np.int64)
+    out: list[CurrencyBook] = []
+    for ccy in sorted({str(c) for c in currency[usable]}):
+        sel = usable & (currency == ccy)
+        prods = tuple(sorted({str(p) for p in product[sel]}))
+        pidx = {p: i for i, p in enumerate(prods)}
+        curve_of_trade = np.array([pidx.get(str(p), -1) for p in product], dtype=np.int64)
+        curve_of_trade[~sel] = -1
+        if group_by == "product":
+            labels_of = product
+        elif group_by == "book":
+            labels_of = book_name
+        else:
+            uu = np.asarray(snap.columns["trade_uuid"], dtype=object)
+            labels_of = np.array(
+                [f"{str(u)[:8]} {p}" for u, p in zip(uu, product, strict=True)], dtype=object
+            )
+        labels = tuple(sorted({str(x) for x in labels_of[sel]}))
+        lidx = {x: i for i, x in enumerate(labels)}
+        group = np.full(n, -1, dtype=np.int64)
+        group[sel] = [lidx[str(x)] for x in labels_of[sel]]
+        book = risk_book(
+            val,
+            curve_of_trade[trade_of_slice],
+            group,
+            len(labels),
+            is_option=is_opt,
+            is_call=is_call,
+            strike=np.nan_to_num(strike, nan=0.0),
+            t_expiry=t_exp,
+            vol=vol,
+            labels=labels,
+        )
+        fp = np.array([prods[c] for c in book.factor_curve], dtype=object)
+        mid = book.factor_month.astype("datetime64[D]") + 14
+        tau = np.maximum((mid - as_of_d).astype(float), 0.0) / 365.0
+        vols = tenor_vols or {}
+        loading = np.empty(book.n_factors)
+        for p in prods:
+            j = fp == p
+            loading[j] = PROXIES[p].scale * tenor_loading(vols.get(p), tau[j])
+        src = np.array([PROXIES[p].source for p in fp], dtype=object)
+        delta_qty = np.asarray(val.delta_qty, dtype=float)
+        g_delta = np.full(len(labels), np.nan)
+        g_unit = []
+        g_proxy = []
+        for g in range(len(labels)):
+            members = group == g
+            g_prods = sorted({str(p) for p in product[members]})
+            g_proxy.append("; ".join(f"{p} {PROXIES[p].text()}" if len(g_prods) > 1
+                                     else PROXIES[p].text() for p in g_prods))  # fmt: skip
+            us = {str(u) for u in unit[members]}
+            if len(us) == 1 and len({str(p) for p in product[members]}) == 1:
+                g_delta[g] = float(delta_qty[members].sum())
+                g_unit.append(us.pop())
+            else:
+                g_unit.append("")
+        out.append(
+            CurrencyBook(
+                currency=ccy,
+                book=book,
+                products=prods,
+                factor_product=fp,
+                factor_tau=tau,
+                factor_source=src,
+                loading=loading,
+                group_labels=labels,
+                group_units=tuple(g_unit),
+                group_delta=g_delta,
+                group_proxies=tuple(g_proxy),
+                n_trades=int(sel.sum()),
+            )
+        )
+    return RiskInputs(
         as_of=report.as_of,
-        product=tuple(k[1] for k in keys),
-        currency=tuple(k[0] for k in keys),
-        unit=tuple(units[k] for k in keys),
-        amount=np.array([sums[k] for k in keys], dtype=float),
-        n_trades=int(delta.size),
-        n_unmarked=int(np.sum(~ok)),
+        group_by=group_by,
+        books_filter=books_filter,
+        currencies=tuple(out),
+        n_trades=int(in_scope.sum()),
+        n_unmarked=int(unmarked.sum()),
+        skipped=skipped,
     )
 
 
 @dataclass(frozen=True)
 class Contribution:
-    """One product's share of its currency's ES (Euler allocation: the rows sum to the ES)."""
+    """One group's share of its currency's ES (Euler allocation: the rows sum to the ES)."""
 
-    product: str
+    label: str
     currency: str
     unit: str
-    exposure: float
+    exposure: float  # delta-equivalent volume (NaN when the group mixes products)
     contribution: float
     share: float  # contribution / ES (NaN when ES is 0)
     proxy: str
@@ -213,6 +404,8 @@ class CurrencyRisk:
     sigma: float = math.nan  # parametric: sigma of the horizon P&L
     var_ci: tuple[float, float] | None = None  # Monte Carlo: CI of the VaR estimate
     ci_level: float = math.nan
+    nonpositive: int = 0  # option cells revalued at a forward <= 0 (intrinsic)
+    dates: np.ndarray | None = field(default=None, repr=False)  # historical: scenario end dates
 
 
 @dataclass(frozen=True)
@@ -231,6 +424,11 @@ class RiskResult:
     proxies: tuple[Proxy, ...]
     skipped: tuple[str, ...] = ()  # products without a risk factor
     n_unmarked: int = 0
+    group_by: str = "product"
+    books_filter: tuple[str, ...] = ()
+    n_factors: int = 0
+    n_options: int = 0
+    tenor_model: bool = False
 
     def currency(self, code: str) -> CurrencyRisk:
         """The result for one currency (``KeyError`` if the book holds none)."""
@@ -242,37 +440,67 @@ class RiskResult:
     def method_text(self) -> str:
         """How the numbers were computed, method by method."""
         h = self.horizon_days
+        chg = "daily" if h == 1 else f"overlapping {h}-day"
+        scale = "" if h == 1 else f", sqrt({h}) time scaling"
         if self.method == "historical":
-            chg = "daily" if h == 1 else f"overlapping {h}-day"
-            return f"historical, {self.n_scenarios} {chg} price changes"
+            return f"historical, full revaluation on {self.n_scenarios} {chg} price changes"
+        if self.method == "historical_dg":
+            return f"historical, delta-gamma on {self.n_scenarios} {chg} price changes"
         if self.method == "parametric":
-            scale = "" if h == 1 else f", sqrt({h}) time scaling"
             return f"parametric delta-normal, EWMA covariance (lambda {EWMA_LAMBDA}){scale}"
+        if self.method == "delta_gamma_cf":
+            return (
+                f"parametric delta-gamma, Cornish-Fisher, EWMA covariance (lambda {EWMA_LAMBDA})"
+                f" x {h} day{'s' if h > 1 else ''}"
+            )
         return (
-            f"Monte Carlo, {self.n_scenarios:,} linear scenarios on the EWMA covariance "
-            f"(lambda {EWMA_LAMBDA}) x {h} day{'s' if h > 1 else ''}, seed {MC_SEED}"
+            f"Monte Carlo, {self.n_scenarios:,} full-revaluation scenarios on the EWMA "
+            f"covariance (lambda {EWMA_LAMBDA}) x {h} day{'s' if h > 1 else ''}, seed {MC_SEED}"
         )
 
     def note(self) -> str:
         """One paragraph saying exactly how the results were computed."""
+        scope = "all books" if not self.books_filter else "book " + ", ".join(self.books_filter)
+        tenor = (
+            "tenor moves = front move x Samuelson vol ratio sigma(T)/sigma(0)"
+            if self.tenor_model
+            else "all tenors move like the front"
+        )
         parts = [
             f"{self.method_text()}; {self.confidence:.1%} confidence, {self.horizon_days}-day "
             f"horizon; window {self.window_days} business days "
             f"{self.window_start.isoformat()} .. {self.window_end.isoformat()}; "
-            f"positions as of {self.as_of.isoformat()}; exposures = delta-equivalent volume; "
-            "factors = front-month price changes (price units, no log returns); "
-            "ES contributions by Euler allocation",
+            f"positions as of {self.as_of.isoformat()} ({scope}); "
+            f"{self.n_factors} curve-tenor factors, {self.n_options} options; "
+            "price changes in price units (no log returns); "
+            f"{tenor}; ES contributions by {GROUP_BY[self.group_by].lower()} "
+            + ("(delta-normal Euler shares)" if self.method == "delta_gamma_cf" else "(Euler)"),
             "factors: " + "; ".join(f"{p.product} {p.text()}" for p in self.proxies),
         ]
         if self.skipped:
             parts.append("no risk factor (left out): " + ", ".join(self.skipped))
         if self.n_unmarked:
             parts.append(f"{self.n_unmarked} unmarked trade(s) left out")
+        nonpos = sum(c.nonpositive for c in self.currencies)
+        if nonpos:
+            parts.append(f"{nonpos:,} option revaluations at a forward <= 0 valued at intrinsic")
         return ". ".join(parts) + "."
 
 
+@dataclass(frozen=True, eq=False)
+class Scenarios:
+    """Historical factor scenarios of one currency book: ``shifts[i]`` ends on ``dates[i]``."""
+
+    dates: np.ndarray  # window + 1 observation dates
+    end_dates: np.ndarray  # end date of each horizon scenario
+    sources: tuple[str, ...]
+    source_daily: np.ndarray  # (window, k) daily source changes
+    source_horizon: np.ndarray  # (n, k) overlapping h-day source changes
+    shifts: np.ndarray  # (n, m) factor moves = source_horizon @ L'
+
+
 class RiskService:
-    """Computes :class:`RiskResult` objects from exposures and the bundled price histories.
+    """Computes :class:`RiskResult` objects from a book and the daily price histories.
 
     ``history`` maps a source product code (``CR-WTI``, ``CR-BRENT``, ``NG-HH``) to its daily
     series. Stateless apart from that: safe to call from worker threads.
@@ -283,31 +511,19 @@ class RiskService:
 
     # ------------------------------------------------------------------ factors
 
-    def factor_changes(
-        self,
-        products: Sequence[str],
-        window: int = DEFAULT_WINDOW,
-        horizon_days: int = 1,
-        window_end: dt.date | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Aligned price changes for ``products``.
-
-        Returns ``(dates, daily, horizon)``: the ``window + 1`` common observation dates (the
-        window ends at the last date common to all sources needed, or the last common date on or
-        before ``window_end``), the ``(window, m)`` daily changes and the
-        ``(window - h + 1, m)`` overlapping ``h``-day changes, each product's column being its
-        source's changes times the proxy scale.
-        """
-        if not products:
-            raise ValueError("no products")
+    def _check_window(self, window: int, horizon_days: int) -> None:
         if int(window) != window or window < 2:
             raise ValueError(f"window must be an integer >= 2, got {window!r}")
         if int(horizon_days) != horizon_days or not 1 <= horizon_days <= MAX_HORIZON:
             raise ValueError(f"horizon must be 1..{MAX_HORIZON} days, got {horizon_days!r}")
         if horizon_days >= window:
             raise ValueError("horizon must be shorter than the window")
-        proxies = [PROXIES[p] for p in products]
-        sources = sorted({p.source for p in proxies})
+
+    def source_levels(
+        self, sources: Sequence[str], window: int, window_end: dt.date | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The last ``window + 1`` common dates of ``sources`` (on or before ``window_end``)
+        and the ``(window + 1, k)`` price levels on them."""
         missing = [s for s in sources if s not in self.history]
         if missing:
             raise ValueError(f"no price history for {', '.join(missing)}")
@@ -323,24 +539,62 @@ class RiskService:
                 f"only {common.size} common dates in the history, the window needs {window + 1}"
             )
         dates = common[-(window + 1) :]
-        levels = {}
+        levels = []
         for s in sources:
             h = self.history[s]
             d = np.asarray(h.dates, dtype="datetime64[D]")
-            v = np.asarray(h.values, dtype=float)
-            levels[s] = v[np.searchsorted(d, dates)]
-        src = np.column_stack([levels[p.source] for p in proxies])
-        scale = np.array([p.scale for p in proxies])
-        prices = src * scale
-        daily = np.diff(prices, axis=0)
-        hday = prices[horizon_days:] - prices[:-horizon_days]
-        return dates, daily, hday
+            levels.append(np.asarray(h.values, dtype=float)[np.searchsorted(d, dates)])
+        return dates, np.column_stack(levels)
+
+    def factor_changes(
+        self,
+        products: Sequence[str],
+        window: int = DEFAULT_WINDOW,
+        horizon_days: int = 1,
+        window_end: dt.date | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Aligned front-month price changes for ``products``.
+
+        Returns ``(dates, daily, horizon)``: the ``window + 1`` common observation dates, the
+        ``(window, m)`` daily changes and the ``(window - h + 1, m)`` overlapping ``h``-day
+        changes, each product's column being its source's changes times the proxy scale.
+        """
+        if not products:
+            raise ValueError("no products")
+        self._check_window(window, horizon_days)
+        proxies = [PROXIES[p] for p in products]
+        sources = sorted({p.source for p in proxies})
+        dates, lv = self.source_levels(sources, window, window_end)
+        col = {s: i for i, s in enumerate(sources)}
+        prices = lv[:, [col[p.source] for p in proxies]] * np.array([p.scale for p in proxies])
+        return dates, np.diff(prices, axis=0), prices[horizon_days:] - prices[:-horizon_days]
+
+    def scenarios(
+        self,
+        cb: CurrencyBook,
+        window: int = DEFAULT_WINDOW,
+        horizon_days: int = 1,
+        window_end: dt.date | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> Scenarios:
+        """Historical factor scenarios for one currency book (overlapping ``h``-day changes).
+
+        ``sources`` fixes the aligned series (default: the book's own); align all currencies
+        of a book on the same dates by passing the union.
+        """
+        self._check_window(window, horizon_days)
+        srcs = tuple(sorted(sources if sources is not None else cb.sources))
+        dates, lv = self.source_levels(srcs, window, window_end)
+        daily = np.diff(lv, axis=0)
+        hday = lv[horizon_days:] - lv[:-horizon_days]
+        shifts = hday @ cb.loadings_matrix(srcs).T
+        return Scenarios(dates, dates[horizon_days:], srcs, daily, hday, shifts)
 
     # ------------------------------------------------------------------ calculation
 
     def calculate(
         self,
-        exposures: Exposures,
+        inputs: RiskInputs,
         method: str = "historical",
         confidence: float = 0.99,
         horizon_days: int = 1,
@@ -351,7 +605,7 @@ class RiskService:
         progress: Callable[[float], object] | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> RiskResult:
-        """VaR and ES of ``exposures`` per currency (see the module docstring).
+        """VaR and ES of ``inputs`` per currency (see the module docstring).
 
         Raises ``ValueError`` with a readable message for bad settings or an empty book, and
         ``concurrent.futures.CancelledError`` when ``cancelled()`` turns true.
@@ -360,64 +614,43 @@ class RiskService:
             raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
         if not 0.5 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {confidence!r}")
-        skipped = tuple(sorted({p for p in exposures.product if p not in PROXIES}))
-        keep = [i for i, p in enumerate(exposures.product) if p in PROXIES]
-        if not keep:
-            if skipped:
-                raise ValueError(f"no risk factor for the products held: {', '.join(skipped)}")
+        self._check_window(window, horizon_days)
+        if not inputs.currencies:
+            if inputs.skipped:
+                raise ValueError(
+                    f"no risk factor for the products held: {', '.join(inputs.skipped)}"
+                )
             raise ValueError("no open positions with a delta exposure")
-        products = sorted({exposures.product[i] for i in keep})
-        col = {p: j for j, p in enumerate(products)}
-        dates, daily, hday = self.factor_changes(products, window, horizon_days, window_end)
-        currencies = sorted({exposures.currency[i] for i in keep})
+        sources = sorted({s for cb in inputs.currencies for s in cb.sources})
         out: list[CurrencyRisk] = []
-        n_scen = hday.shape[0] if method == "historical" else 0
-        for k, ccy in enumerate(currencies):
-            rows = [i for i in keep if exposures.currency[i] == ccy]
-            cols = np.array([col[exposures.product[i]] for i in rows])
-            w = exposures.amount[rows]
+        n_scen = 0
+        dates = None
+        for k, cb in enumerate(inputs.currencies):
 
             def sub(f: float, k: int = k) -> None:
                 if progress is not None:
-                    progress((k + f) / len(currencies))
+                    progress((k + f) / len(inputs.currencies))
 
-            if cancelled is not None and cancelled():
-                from concurrent.futures import CancelledError
-
-                raise CancelledError
-            if method == "historical":
-                cr, n_scen = _historical(hday[:, cols] * w, confidence)
+            _check_cancel(cancelled)
+            sc = self.scenarios(cb, window, horizon_days, window_end, sources)
+            dates = sc.dates
+            cal_days = horizon_calendar_days(horizon_days)
+            if method in ("historical", "historical_dg"):
+                cr = _historical(cb, sc, confidence, cal_days, method == "historical_dg", sub,
+                                 cancelled)  # fmt: skip
+                n_scen = sc.shifts.shape[0]
             elif method == "parametric":
-                cr = _parametric(w, daily[:, cols], confidence, horizon_days)
+                cr = _parametric(cb, sc, confidence, horizon_days)
+            elif method == "delta_gamma_cf":
+                cr = _delta_gamma_cf(cb, sc, confidence, horizon_days, cal_days)
             else:
-                srcs = [PROXIES[exposures.product[i]].source for i in rows]
-                cr = _monte_carlo(
-                    w,
-                    srcs,
-                    [PROXIES[exposures.product[i]].scale for i in rows],
-                    self._source_daily(sorted(set(srcs)), dates),
-                    confidence,
-                    horizon_days,
-                    n_scenarios,
-                    sub,
-                    cancelled,
-                )
+                cr = _monte_carlo(cb, sc, confidence, horizon_days, cal_days, n_scenarios, sub,
+                                  cancelled)  # fmt: skip
                 n_scen = n_scenarios
-            var, es, comp, pnl, extra = cr
-            contribs = tuple(
-                Contribution(
-                    product=exposures.product[i],
-                    currency=ccy,
-                    unit=exposures.unit[i],
-                    exposure=float(exposures.amount[i]),
-                    contribution=float(c),
-                    share=float(c / es) if es != 0 else math.nan,
-                    proxy=PROXIES[exposures.product[i]].text(),
-                )
-                for i, c in zip(rows, comp, strict=True)
-            )
-            out.append(CurrencyRisk(ccy, var, es, contribs, pnl, **extra))
+            out.append(cr)
             sub(1.0)
+        assert dates is not None
+        products = sorted({p for cb in inputs.currencies for p in cb.products})
         return RiskResult(
             method=method,
             confidence=float(confidence),
@@ -425,75 +658,146 @@ class RiskService:
             window_days=int(window),
             window_start=_date(dates[0]),
             window_end=_date(dates[-1]),
-            as_of=exposures.as_of,
+            as_of=inputs.as_of,
             n_scenarios=int(n_scen),
             currencies=tuple(out),
             proxies=tuple(PROXIES[p] for p in products),
-            skipped=skipped,
-            n_unmarked=exposures.n_unmarked,
+            skipped=inputs.skipped,
+            n_unmarked=inputs.n_unmarked,
+            group_by=inputs.group_by,
+            books_filter=inputs.books_filter,
+            n_factors=sum(cb.book.n_factors for cb in inputs.currencies),
+            n_options=inputs.n_options,
+            tenor_model=any(np.any(cb.loading != _front_scale(cb)) for cb in inputs.currencies),
         )
 
-    def _source_daily(self, sources: list[str], dates: np.ndarray) -> dict[str, np.ndarray]:
-        """Daily changes of each source series on ``dates``."""
-        out = {}
-        for s in sources:
-            h = self.history[s]
-            d = np.asarray(h.dates, dtype="datetime64[D]")
-            out[s] = np.diff(np.asarray(h.values, dtype=float)[np.searchsorted(d, dates)])
-        return out
+
+def _front_scale(cb: CurrencyBook) -> np.ndarray:
+    return np.array([PROXIES[p].scale for p in cb.factor_product])
 
 
-_Calc = tuple[float, float, np.ndarray, np.ndarray, dict[str, Any]]
+def _check_cancel(cancelled: Callable[[], bool] | None) -> None:
+    if cancelled is not None and cancelled():
+        from concurrent.futures import CancelledError
+
+        raise CancelledError
 
 
-def _historical(pnl_matrix: np.ndarray, alpha: float) -> tuple[_Calc, int]:
-    from app.engine.risk import component_es, var_es  # lazy: ~0.4 s, not at start-up
+def _contributions(cb: CurrencyBook, comp: np.ndarray, es: float) -> tuple[Contribution, ...]:
+    return tuple(
+        Contribution(
+            label=label,
+            currency=cb.currency,
+            unit=cb.group_units[g],
+            exposure=float(cb.group_delta[g]),
+            contribution=float(comp[g]),
+            share=float(comp[g] / es) if es != 0 else math.nan,
+            proxy=cb.group_proxies[g],
+        )
+        for g, label in enumerate(cb.group_labels)
+    )
 
-    var, es = var_es(pnl_matrix, alpha)
-    comp = component_es(pnl_matrix, alpha)
-    return (var, es, comp, pnl_matrix.sum(axis=1), {}), pnl_matrix.shape[0]
+
+def _historical(
+    cb: CurrencyBook,
+    sc: Scenarios,
+    alpha: float,
+    cal_days: float,
+    delta_gamma: bool,
+    progress: Callable[[float], object],
+    cancelled: Callable[[], bool] | None,
+) -> CurrencyRisk:
+    from app.engine.risk import component_es, var_es
+    from app.engine.risk.book import RevalStats, delta_gamma_pnl, revalue
+
+    stats = RevalStats()
+    if delta_gamma:
+        matrix = delta_gamma_pnl(cb.book, sc.shifts, 0.0, cal_days, by_group=True)
+    else:
+        matrix = revalue(cb.book, sc.shifts, 0.0, cal_days, by_group=True, progress=progress,
+                         cancelled=cancelled, stats=stats)  # fmt: skip
+    var, es = var_es(matrix, alpha)
+    comp = component_es(matrix, alpha)
+    return CurrencyRisk(cb.currency, var, es, _contributions(cb, comp, es), matrix.sum(axis=1),
+                        nonpositive=stats.nonpositive, dates=sc.end_dates)  # fmt: skip
 
 
-def _parametric(w: np.ndarray, daily: np.ndarray, alpha: float, h: int) -> _Calc:
-    from app.engine.risk import component_var_parametric, ewma_cov, parametric_var_es
+def _source_exposure(cb: CurrencyBook, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Book and per-group first-order exposure to the source moves: ``(k,)`` and ``(g, k)``."""
+    from app.engine.risk.greeks import group_delta
 
-    cov = np.atleast_2d(np.asarray(ewma_cov(daily, EWMA_LAMBDA), dtype=float))
-    var, es = parametric_var_es(w, cov, alpha, h)
-    cvar = component_var_parametric(w, cov, alpha, h)
-    comp = cvar * (es / var) if var > 0 else np.zeros_like(w)
-    sigma = math.sqrt(max(float(w @ cov @ w), 0.0) * h)
-    return var, es, comp, np.zeros(0), {"sigma": sigma}
+    lmat = cb.loadings_matrix(sources)
+    by_group = group_delta(cb.book)  # (m, g)
+    return lmat.T @ by_group.sum(axis=1), (lmat.T @ by_group).T
+
+
+def _parametric(cb: CurrencyBook, sc: Scenarios, alpha: float, h: int) -> CurrencyRisk:
+    from app.engine.risk import ewma_cov, parametric_var_es
+
+    cov = np.atleast_2d(np.asarray(ewma_cov(sc.source_daily, EWMA_LAMBDA), dtype=float))
+    e, e_g = _source_exposure(cb, sc.sources)
+    var, es = parametric_var_es(e, cov, alpha, h)
+    total = float(e @ cov @ e)
+    comp = es * (e_g @ cov @ e) / total if total > 0 else np.zeros(len(cb.group_labels))
+    sigma = math.sqrt(max(total, 0.0) * h)
+    return CurrencyRisk(cb.currency, var, es, _contributions(cb, comp, es), np.zeros(0),
+                        sigma=sigma)  # fmt: skip
+
+
+def _delta_gamma_cf(
+    cb: CurrencyBook, sc: Scenarios, alpha: float, h: int, cal_days: float
+) -> CurrencyRisk:
+    """Delta-gamma Cornish-Fisher in source space (exact: factor moves are ``L s``).
+
+    ES = tail mean of the Cornish-Fisher quantile (``delta_gamma_cornish_fisher_es``); the
+    theta of the horizon shifts every quantile by the same amount.
+    Contributions: delta-normal Euler shares scaled to this ES (documented approximation).
+    """
+    from app.engine.risk import delta_gamma_cornish_fisher_es, ewma_cov
+    from app.engine.risk.greeks import book_gamma, time_decay
+
+    cov = np.atleast_2d(np.asarray(ewma_cov(sc.source_daily, EWMA_LAMBDA), dtype=float)) * h
+    lmat = cb.loadings_matrix(sc.sources)
+    e, e_g = _source_exposure(cb, sc.sources)
+    gam = lmat.T @ book_gamma(cb.book) @ lmat
+    gam = 0.5 * (gam + gam.T)
+    theta = time_decay(cb.book, cal_days)
+    var, es = delta_gamma_cornish_fisher_es(e, gam, cov, alpha)
+    var, es = var - theta, es - theta
+    total = float(e @ cov @ e)
+    comp = es * (e_g @ cov @ e) / total if total > 0 else np.zeros(len(cb.group_labels))
+    return CurrencyRisk(cb.currency, float(var), es, _contributions(cb, comp, es), np.zeros(0))
 
 
 def _monte_carlo(
-    w: np.ndarray,
-    sources: list[str],
-    scales: list[float],
-    source_daily: dict[str, np.ndarray],
+    cb: CurrencyBook,
+    sc: Scenarios,
     alpha: float,
     h: int,
+    cal_days: float,
     n: int,
     progress: Callable[[float], object],
     cancelled: Callable[[], bool] | None,
-) -> _Calc:
+) -> CurrencyRisk:
     from app.engine.risk import component_es, ewma_cov, monte_carlo_var_es
+    from app.engine.risk.book import RevalStats, revalue
 
-    names = sorted(source_daily)
-    idx = np.array([names.index(s) for s in sources])
-    loads = w * np.asarray(scales)  # P&L per unit move of each product's source
-    changes = np.column_stack([source_daily[s] for s in names])
-    cov = np.atleast_2d(np.asarray(ewma_cov(changes, EWMA_LAMBDA), dtype=float)) * h
+    cov = np.atleast_2d(np.asarray(ewma_cov(sc.source_daily, EWMA_LAMBDA), dtype=float)) * h
+    lmat = cb.loadings_matrix(sc.sources)
     parts: list[np.ndarray] = []
+    stats = RevalStats()
 
-    def revalue(shocks: np.ndarray) -> np.ndarray:
-        per_product = shocks[:, idx] * loads  # linear revaluation, product by product
-        parts.append(per_product)
-        return per_product.sum(axis=1)
+    def reval(shocks: np.ndarray) -> np.ndarray:
+        m = revalue(cb.book, shocks @ lmat.T, 0.0, cal_days, by_group=True, stats=stats)
+        parts.append(m)
+        return m.sum(axis=1)
 
-    mc = monte_carlo_var_es(revalue, cov, alpha, n, MC_SEED, progress=progress, cancelled=cancelled)
+    mc = monte_carlo_var_es(reval, cov, alpha, n, MC_SEED, progress=progress, cancelled=cancelled)
     matrix = np.concatenate(parts)[:n]
     comp = component_es(matrix, alpha)
-    return mc.var, mc.es, comp, mc.pnl, {"var_ci": mc.var_ci, "ci_level": mc.ci_level}
+    return CurrencyRisk(cb.currency, mc.var, mc.es, _contributions(cb, comp, mc.es), mc.pnl,
+                        var_ci=mc.var_ci, ci_level=mc.ci_level,
+                        nonpositive=stats.nonpositive)  # fmt: skip
 
 
 def _date(d: np.datetime64) -> dt.date:

@@ -1,7 +1,9 @@
 """The Risk dock panel: VaR and ES of the current book, per currency, with contributions.
 
-Settings: method (historical / parametric / Monte Carlo), confidence (95 / 97.5 / 99 %) and
-horizon (1..10 days). *Calculate* runs :meth:`app.services.risk.RiskService.calculate` on the
+Settings: method (:data:`app.services.risk.METHODS`: historical full revaluation or
+delta-gamma, parametric delta-normal or delta-gamma Cornish-Fisher, Monte Carlo full
+revaluation), confidence (95 / 97.5 / 99 %), horizon (1..10 days), book (all or one) and the
+contribution grouping (product, book, trade). *Calculate* runs :meth:`app.services.risk.RiskService.calculate` on the
 job runner (progress and Cancel in the panel and in the Jobs dock); the panel also recalculates
 after every positions revaluation (``PositionsPanel.sig_revalued``), at most once per
 :data:`AUTO_INTERVAL_S` seconds. The bundled EIA histories are read on the worker thread the first
@@ -17,6 +19,7 @@ ES; the rows sum to the ES). Bad settings or an empty book show a message, never
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,27 +37,32 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.services.risk import (
     CONFIDENCES,
+    GROUP_BY,
     MAX_HORIZON,
     METHODS,
     CurrencyRisk,
     HistorySeries,
+    RiskInputs,
     RiskResult,
     RiskService,
-    exposures_from_report,
+    TenorVol,
+    risk_inputs,
 )
 from app.views.jobs import JobContext, JobRunner
 
-__all__ = ["AUTO_INTERVAL_S", "RiskPanel", "load_bundled_history"]
+__all__ = ["AUTO_INTERVAL_S", "RiskPanel", "load_bundled_history", "tenor_vols"]
 
 #: Minimum seconds between two automatic recalculations.
 AUTO_INTERVAL_S = 2.0
-_TABLE_HEADERS = ("Product", "Ccy", "Exposure", "Unit", "ES contribution", "% of ES", "Factor")
+_TABLE_HEADERS = ("Group", "Ccy", "Delta", "Unit", "ES contribution", "% of ES", "History")
+_ALL_BOOKS = "All books"
 
 
 def load_bundled_history() -> dict[str, HistorySeries]:
@@ -63,6 +71,14 @@ def load_bundled_history() -> dict[str, HistorySeries]:
     from app.feed.replay import bundled_series
 
     return {m.product: read_series(m.path) for m in bundled_series()}
+
+
+def tenor_vols() -> dict[str, TenorVol]:
+    """The Samuelson vol term structure per product (the feed simulator's calibrated
+    two-factor model), for the spot-to-tenor proxy of the risk factors."""
+    from app.feed.sim_params import SIM_PARAMS
+
+    return dict(SIM_PARAMS)
 
 
 def _money(x: float) -> str:
@@ -95,6 +111,8 @@ class RiskPanel(QWidget):
         self.positions = positions
         self._history_loader = history
         self._service: RiskService | None = None
+        self._service_lock = threading.Lock()
+        self.inputs: RiskInputs | None = None
         self.report: Any = positions.report if positions is not None else None
         self.result: RiskResult | None = None
         self.calculations = 0
@@ -117,6 +135,13 @@ class RiskPanel(QWidget):
         self.horizon.setObjectName("risk_horizon")
         self.horizon.setRange(1, MAX_HORIZON)
         self.horizon.setSuffix(" d")
+        self.book = QComboBox()
+        self.book.setObjectName("risk_book")
+        self.book.addItem(_ALL_BOOKS)
+        self.group_by = QComboBox()
+        self.group_by.setObjectName("risk_group_by")
+        for key, title in GROUP_BY.items():
+            self.group_by.addItem(title, key)
         self.calc_button = QPushButton("Calculate")
         self.calc_button.setObjectName("risk_calculate")
         self.calc_button.clicked.connect(self.calculate)
@@ -135,6 +160,8 @@ class RiskPanel(QWidget):
             ("Method", self.method),
             ("Confidence", self.confidence),
             ("Horizon", self.horizon),
+            ("Book", self.book),
+            ("By", self.group_by),
         ):
             bar.addWidget(QLabel(text))
             bar.addWidget(w)
@@ -186,26 +213,82 @@ class RiskPanel(QWidget):
         split.addWidget(self.plot)
         split.addWidget(self.table)
         split.setSizes([260, 200])
+        var_tab = QWidget()
+        var_tab.setObjectName("risk_var_tab")
+        vlay = QVBoxLayout(var_tab)
+        vlay.setContentsMargins(4, 4, 4, 4)
+        vlay.addLayout(bar)
+        vlay.addWidget(self.message)
+        vlay.addWidget(self.totals)
+        vlay.addWidget(self.note)
+        vlay.addLayout(ccy_bar)
+        vlay.addWidget(split, 1)
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("risk_tabs")
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(var_tab, "VaR / ES")
         lay = QVBoxLayout(self)
-        lay.addLayout(bar)
-        lay.addWidget(self.message)
-        lay.addWidget(self.totals)
-        lay.addWidget(self.note)
-        lay.addLayout(ccy_bar)
-        lay.addWidget(split, 1)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.tabs)
 
         if positions is not None and hasattr(positions, "sig_revalued"):
             positions.sig_revalued.connect(self.on_revalued)
 
     # ------------------------------------------------------------------ inputs
 
+    def add_tab(self, widget: QWidget, title: str) -> int:
+        """Add a sub-panel (stress, scenarios, backtest, limits ...) as a tab."""
+        return self.tabs.addTab(widget, title)
+
     def set_report(self, report: Any) -> None:
         """Use ``report`` (a PositionReport) for the next calculation."""
         self.report = report
+        self._refresh_books(report)
+
+    def _refresh_books(self, report: Any) -> None:
+        try:
+            names = sorted({str(b.name) for b in report.snapshot.ref.books.values()})
+        except AttributeError:
+            return
+        current = self.book.currentText()
+        if [self.book.itemText(i) for i in range(1, self.book.count())] == names:
+            return
+        self.book.blockSignals(True)
+        self.book.clear()
+        self.book.addItem(_ALL_BOOKS)
+        self.book.addItems(names)
+        self.book.setCurrentIndex(max(self.book.findText(current), 0))
+        self.book.blockSignals(False)
+
+    def service(self) -> RiskService:
+        """The risk service, reading the price histories the first time (call off the GUI
+        thread: the first call parses the bundled CSV files)."""
+        with self._service_lock:
+            if self._service is None:
+                self._service = RiskService(self._history_loader())
+            return self._service
+
+    def selected_books(self) -> list[str] | None:
+        """The book filter chosen in the panel (``None``: all books)."""
+        book = self.book.currentText()
+        return None if book in ("", _ALL_BOOKS) else [book]
+
+    @staticmethod
+    def build_inputs(
+        report: Any, group_by: str = "product", books: list[str] | None = None
+    ) -> RiskInputs:
+        """:class:`RiskInputs` of ``report`` (call on a worker thread: O(trades))."""
+        return risk_inputs(
+            report,
+            group_by,
+            books=books,
+            tenor_vols=tenor_vols(),
+        )
 
     def on_revalued(self, report: Any) -> None:
         """A new positions report: recalculate, at most once per :data:`AUTO_INTERVAL_S`."""
         self.report = report
+        self._refresh_books(report)
         wait = self._last_auto + AUTO_INTERVAL_S - time.monotonic()
         if wait <= 0:
             self._auto_fire()
@@ -224,27 +307,29 @@ class RiskPanel(QWidget):
         if report is None:
             self._show_message("No positions yet: revalue the Positions panel first.")
             return
-        try:
-            exposures = exposures_from_report(report)
-        except (AttributeError, TypeError, ValueError) as exc:
-            self._show_message(f"Cannot read the positions: {exc}")
-            return
-        if not len(exposures):
-            self._show_message("No open positions with a delta exposure: nothing to measure.")
-            self._clear()
-            return
+        group_by = str(self.group_by.currentData())
+        books = self.selected_books()
         method = str(self.method.currentData())
         confidence = float(self.confidence.currentData())
         horizon = int(self.horizon.value())
-        loader = self._history_loader
 
-        def work(ctx: JobContext) -> RiskResult:
-            if self._service is None:
-                ctx.progress(0.0, "reading price history")
-                self._service = RiskService(loader())
+        def work(ctx: JobContext) -> tuple[RiskInputs, RiskResult | str]:
+            try:
+                inputs = self.build_inputs(report, group_by, books)
+            except (AttributeError, TypeError, KeyError) as exc:
+                raise ValueError(f"cannot read the positions: {exc}") from exc
+            if not inputs.currencies:
+                if inputs.skipped:
+                    return (
+                        inputs,
+                        f"No risk factor for the products held: {', '.join(inputs.skipped)}.",
+                    )
+                return inputs, "No open positions with a delta exposure: nothing to measure."
+            ctx.progress(0.0, "reading price history")
+            service = self.service()
             ctx.check()
-            return self._service.calculate(
-                exposures,
+            return inputs, service.calculate(
+                inputs,
                 method,
                 confidence,
                 horizon,
@@ -304,7 +389,13 @@ class RiskPanel(QWidget):
 
     # ------------------------------------------------------------------ display
 
-    def _on_result(self, result: RiskResult) -> None:
+    def _on_result(self, out: tuple[RiskInputs, RiskResult | str]) -> None:
+        inputs, result = out
+        self.inputs = inputs
+        if isinstance(result, str):
+            self._clear()
+            self._show_message(result)
+            return
         self.result = result
         self.message.setStyleSheet("")
         self.message.setText(
@@ -359,9 +450,9 @@ class RiskPanel(QWidget):
             self.table.setItem(r, col, item)
 
         for r, x in enumerate(rows):
-            put(r, 0, x.product)
+            put(r, 0, x.label)
             put(r, 1, x.currency)
-            put(r, 2, f"{x.exposure:,.0f}", True)
+            put(r, 2, f"{x.exposure:,.0f}" if math.isfinite(x.exposure) else "–", True)
             put(r, 3, x.unit)
             put(r, 4, _money(x.contribution), True)
             put(r, 5, f"{x.share:.1%}" if math.isfinite(x.share) else "–", True)

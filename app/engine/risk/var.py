@@ -491,16 +491,51 @@ def delta_gamma_cornish_fisher_var(
     k1, k2, k3, k4 = delta_gamma_cumulants(delta, gamma, cov)
     if k2 <= 0.0:
         return -k1
+    return float(_cf_loss(np.array(float(ndtri(1.0 - a))), k1, k2, k3, k4))
+
+
+def _cf_loss(z: FloatArray, k1: float, k2: float, k3: float, k4: float) -> FloatArray:
+    """Cornish-Fisher loss quantile at standard-normal lower quantiles ``z``."""
     skew = k3 / k2**1.5
     exk = k4 / k2**2
-    z = float(ndtri(1.0 - a))
     wq = (
         z
         + (z * z - 1.0) * skew / 6.0
         + (z**3 - 3.0 * z) * exk / 24.0
         - (2.0 * z**3 - 5.0 * z) * skew * skew / 36.0
     )
-    return -(k1 + math.sqrt(k2) * wq)
+    return np.asarray(-(k1 + math.sqrt(k2) * wq), dtype=float)
+
+
+def delta_gamma_cornish_fisher_es(
+    delta: ArrayLike, gamma: ArrayLike, cov: ArrayLike, alpha: float
+) -> tuple[float, float]:
+    """Delta-gamma VaR and ES with the Cornish-Fisher quantile (see the VaR function).
+
+    ``ES = 1/(1 - alpha) int_alpha^1 VaR(u) du``, integrated in normal-quantile space
+    (``u = Phi(z)``: ``ES = 1/(1 - alpha) int_{z_a}^{z_a + 10} VaR(Phi(z)) phi(z) dz``, a smooth
+    integrand, Gauss-Legendre with 96 nodes; the tail beyond 10 standard deviations is below
+    1e-22 of the mass). Where the expansion bends back (a non-monotone quantile, strongly
+    skewed P&L) the quantile is monotonically rearranged first (Chernozhukov, Fernandez-Val and
+    Galichon, "Rearranging Edgeworth-Cornish-Fisher expansions", Economic Theory 2010), so
+    ``ES >= VaR`` always.  With ``G = 0`` this is the delta-normal closed form to ~1e-12.
+
+    Returns
+    -------
+    (var, es) : tuple of float
+    """
+    a = check_alpha(alpha)
+    k1, k2, k3, k4 = delta_gamma_cumulants(delta, gamma, cov)
+    if k2 <= 0.0:
+        return -k1, -k1
+    za = float(ndtri(a))  # upper quantile of the standard normal
+    x, w = np.polynomial.legendre.leggauss(96)
+    z = za + 5.0 * (x + 1.0)  # (za, za + 10)
+    var = float(_cf_loss(np.array(-za), k1, k2, k3, k4))
+    loss = np.maximum.accumulate(np.concatenate([[var], _cf_loss(-z, k1, k2, k3, k4)]))[1:]
+    pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    es = float(5.0 * np.sum(w * loss * pdf) / (1.0 - a))
+    return var, es
 
 
 # --------------------------------------------------------------------------- Monte Carlo
