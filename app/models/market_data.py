@@ -208,6 +208,24 @@ class MarketDataRepository:
             row = s.scalars(q).one_or_none()
             return None if row is None else _curve(row)
 
+    def settlement_history(
+        self, products: Iterable[str], until: dt.date | None = None
+    ) -> dict[str, list[RecordedCurve]]:
+        """All settlement curves of ``products`` dated on or before ``until``, oldest first
+        (one query; realised P&L looks up the settlement of every delivered month)."""
+        names = sorted(set(products))
+        out: dict[str, list[RecordedCurve]] = {p: [] for p in names}
+        if not names:
+            return out
+        q = select(SettlementCurve).where(SettlementCurve.product.in_(names))
+        if until is not None:
+            q = q.where(SettlementCurve.settle_date <= until)
+        q = q.order_by(SettlementCurve.product, SettlementCurve.settle_date)
+        with self.store.session() as s:
+            for row in s.scalars(q):
+                out[row.product].append(_curve(row))
+        return out
+
     def latest_settlement_curves(self) -> dict[str, RecordedCurve]:
         """The most recent settlement curve of every product."""
         latest = (

@@ -380,6 +380,22 @@ class TradeRepository:
                 raise TradeNotFoundError(str(trade_uuid))
             return [TradeRecord.from_orm(t) for t in rows]
 
+    def versions_since(self, since: dt.datetime) -> list[TradeRecord]:
+        """Every version of each trade that has a version written at or after ``since``
+        (``updated_at``, the moment a version became current), ordered by trade, then version.
+
+        With :meth:`blotter_chunks` this gives the book as it stood at ``since`` (the P&L
+        explain's "yesterday") without reading the history of untouched trades.
+        """
+        touched = select(Trade.trade_uuid).where(Trade.updated_at >= since).distinct()
+        q = (
+            select(Trade)
+            .where(Trade.trade_uuid.in_(touched.scalar_subquery()))
+            .order_by(Trade.trade_uuid, Trade.version)
+        )
+        with self.store.session() as s:
+            return [TradeRecord.from_orm(t) for t in s.scalars(q)]
+
     def count_current(self) -> int:
         with self.store.session() as s:
             return int(s.scalar(select(func.count()).where(Trade.is_current.is_(True))) or 0)

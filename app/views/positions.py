@@ -8,6 +8,10 @@ running one, so a late result never lands. Curve changes from the
 revaluation per :data:`MIN_INTERVAL_MS`, however fast the feed ticks, and none while the panel
 is hidden (the next show catches up). Double-clicking a row emits :attr:`PositionsPanel.sig_drill`
 with the trades behind it and opens a small list of them.
+
+The **P&L** tab shows realised, unrealised and day-over-day P&L with its explain per group
+(:mod:`app.services.pnl`), computed in the same job when the tab is shown, against yesterday's
+settlement curves from the store or against the first revaluation of the session.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QStackedWidget,
+    QTabBar,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -45,6 +51,7 @@ from PySide6.QtWidgets import (
 
 from app.engine.curves import ForwardCurve
 from app.feed.market_state import MarketState
+from app.services.pnl import PnLReport, PnLService, Yesterday
 from app.services.positions import (
     DEFAULT_VOL,
     DIMENSIONS,
@@ -56,7 +63,15 @@ from app.views.jobs import JobContext, JobRunner
 from app.views.market_bridge import MarketBridge
 from app.views.widgets import NOTE_STYLE
 
-__all__ = ["COLUMNS", "DrillDialog", "PositionsModel", "PositionsPanel", "format_number"]
+__all__ = [
+    "COLUMNS",
+    "PNL_COLUMNS",
+    "DrillDialog",
+    "PnLModel",
+    "PositionsModel",
+    "PositionsPanel",
+    "format_number",
+]
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -281,6 +296,151 @@ class PositionsModel(QAbstractTableModel):
         self.layoutChanged.emit()
 
 
+PNL_COLUMNS: list[Column] = [
+    Column("label", "Group", "text", 120, "Group (rows are split by currency)"),
+    Column("currency", "Ccy", "text", 42, "Currency of the row"),
+    Column("realised", "Realised", "money", 95,
+           "Locked-in P&L of delivered volume: side × delivered qty × (month settlement − "
+           "price); options: exercise value − premium. n/a when a month's settlement is not "
+           "recorded"),
+    Column("unrealised", "Unrealised", "money", 95, "MTM of the open volume (as Positions)"),
+    Column("total", "Total P&L", "money", 95, "Realised + unrealised (lifetime P&L today)"),
+    Column("dod", "Day P&L", "money", 90,
+           "Change of the total P&L since yesterday's marks (see the note below the table)"),
+    Column("price", "Price", "money", 85,
+           "Yesterday's positions revalued on today's curves minus on yesterday's"),
+    Column("time", "Time decay", "money", 80,
+           "Options: value change from the passage of time at unchanged curves"),
+    Column("new", "New", "money", 80, "Trades booked since yesterday: their P&L today"),
+    Column("amended", "Amended", "money", 80,
+           "Amended trades: today's version P&L minus yesterday's version P&L"),
+    Column("cancelled", "Cancelled", "money", 80,
+           "Trades cancelled since yesterday: minus their P&L at today's marks"),
+    Column("delivered", "Delivered", "money", 80,
+           "Volume delivered since yesterday: realised at the month settlement minus its "
+           "unrealised at yesterday's curve"),
+    Column("residual", "Unexplained", "money", 88,
+           "Day P&L minus the sum of the parts (rounding only)"),
+    Column("n_trades", "Trades", "int", 55, "Today's trades behind the row"),
+    Column("notes", "Notes", "text", 220, "Missing inputs behind an n/a"),
+]  # fmt: skip
+_PNL_ALIGN = [_LEFT if c.kind == "text" else _RIGHT for c in PNL_COLUMNS]
+_HALF_CENT = 0.005
+
+
+class PnLModel(QAbstractTableModel):
+    """Table model over the groups of a :class:`PnLReport` (sortable)."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.report: PnLReport | None = None
+        self._view = np.zeros(0, dtype=np.int64)
+        self._sort: tuple[int, Qt.SortOrder] = (-1, Qt.SortOrder.AscendingOrder)
+
+    def set_report(self, report: PnLReport | None) -> None:
+        self.beginResetModel()
+        self.report = report
+        self._view = self._order()
+        self.endResetModel()
+
+    def _order(self) -> np.ndarray:
+        if self.report is None:
+            return np.zeros(0, dtype=np.int64)
+        g = self.report.groups
+        col, order = self._sort
+        if col < 0:
+            return np.arange(len(g), dtype=np.int64)
+        values = getattr(g, PNL_COLUMNS[col].key)
+        if PNL_COLUMNS[col].kind == "text":
+            rows = np.array(sorted(range(len(g)), key=lambda i: str(values[i]).casefold()),
+                            dtype=np.int64)  # fmt: skip
+        else:
+            v = np.asarray(values, dtype=float)
+            rows = np.argsort(np.where(np.isnan(v), np.inf, v), kind="stable")
+        return np.asarray(rows[::-1] if order == Qt.SortOrder.DescendingOrder else rows)
+
+    def group_row(self, row: int) -> int:
+        return int(self._view[row])
+
+    def text(self, row: int, column: int) -> str:
+        assert self.report is not None
+        col = PNL_COLUMNS[column]
+        v = getattr(self.report.groups, col.key)[self.group_row(row)]
+        if col.kind == "text":
+            return str(v)
+        if not math.isfinite(float(v)):
+            return "n/a"
+        if col.kind == "money" and abs(float(v)) < _HALF_CENT:
+            return "0"  # rounding noise of an exact cancellation, not a figure
+        return format_number(float(v), col.kind)
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else int(self._view.size)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(PNL_COLUMNS)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or self.report is None:
+            return None
+        row, column = index.row(), index.column()
+        col = PNL_COLUMNS[column]
+        g = self.report.groups
+        r = self.group_row(row)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.text(row, column)
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return _PNL_ALIGN[column]
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if col.key == "notes":
+                return None if g.notes[r] == "ok" else _NEG
+            if col.kind == "money":
+                v = float(getattr(g, col.key)[r])
+                return _MUTED if not math.isfinite(v) else (_NEG if v <= -_HALF_CENT else None)
+            return None
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col.kind == "money" and self.text(row, column) == "n/a":
+                return f"Not available: {g.notes[r]}"
+            if col.key == "notes":
+                return str(g.notes[r])
+            return None
+        return None
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(PNL_COLUMNS):
+            return None
+        col = PNL_COLUMNS[section]
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col.key == "label" and self.report is not None:
+                return DIMENSIONS[self.report.groups.dimension]
+            return col.title
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return _PNL_ALIGN[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return col.tip
+        return None
+
+    def flags(self, index: Index) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        self.layoutAboutToBeChanged.emit()
+        old = self._view
+        self._sort = (column, order)
+        self._view = self._order()
+        inv = np.empty(len(self._view), dtype=np.int64)
+        inv[self._view] = np.arange(len(self._view))
+        persistent = self.persistentIndexList()
+        self.changePersistentIndexList(
+            persistent, [self.index(int(inv[old[p.row()]]), p.column()) for p in persistent]
+        )
+        self.layoutChanged.emit()
+
+
 class _TradeListModel(QAbstractTableModel):
     """The drill-down list: a few thousand plain rows at most."""
 
@@ -373,6 +533,25 @@ class DrillDialog(QDialog):
         self.resize(1100, 420)
 
 
+def _pnl_totals_html(p: PnLReport) -> str:
+    """One line per currency: realised, unrealised, total and day P&L."""
+    if not p.totals:
+        return "No trades"
+
+    def money(x: float) -> str:
+        if not math.isfinite(x):
+            return "<span style='color:#8a8a8a'>n/a</span>"
+        color = "#b3261e" if x < 0 else "inherit"
+        return f"<span style='color:{color}'>{format_number(x, 'money')}</span>"
+
+    lines = []
+    for t in p.totals:
+        lines.append(f"<b>{t['currency']}</b> realised {money(t['realised'])} · unrealised "
+                     f"{money(t['unrealised'])} · total {money(t['total'])} · "
+                     f"<b>day</b> {money(t['dod'])}")  # fmt: skip
+    return " &nbsp;&nbsp; ".join(lines)
+
+
 def atm_vols_from_state(
     state: MarketState, products: Iterable[str], default: float
 ) -> dict[str, float]:
@@ -424,6 +603,8 @@ class PositionsPanel(QWidget):
     """(a status message for the user)"""
     sig_revalued = Signal(object)
     """(PositionReport) a new report is shown."""
+    sig_pnl = Signal(object)
+    """(PnLReport) a new P&L report is shown (only computed while the P&L tab is shown)."""
 
     def __init__(
         self,
@@ -433,6 +614,7 @@ class PositionsPanel(QWidget):
         bridge: MarketBridge,
         service: PositionService,
         parent: QWidget | None = None,
+        pnl: PnLService | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("positions")
@@ -441,6 +623,10 @@ class PositionsPanel(QWidget):
         self.state = state
         self.bridge = bridge
         self.service = service
+        self.pnl_service = pnl if pnl is not None else PnLService.for_positions(service)
+        self.pnl_report: PnLReport | None = None
+        #: First report of the session per day: the in-memory "yesterday" alternative.
+        self._session_base: PositionReport | None = None
         #: Valuation day (a callable so a session left open over midnight rolls on).
         self.as_of: Callable[[], dt.date] = dt.date.today
         self.vol: float = DEFAULT_VOL
@@ -474,6 +660,40 @@ class PositionsPanel(QWidget):
             self.table.setColumnWidth(i, c.width)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.doubleClicked.connect(lambda idx: self.drill(idx.row()))
+
+        self.pnl_model = PnLModel(self)
+        self.pnl_table = QTableView()
+        self.pnl_table.setObjectName("pnl_table")
+        self.pnl_table.setModel(self.pnl_model)
+        self.pnl_table.setSortingEnabled(True)
+        self.pnl_table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        self.pnl_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.pnl_table.setAlternatingRowColors(True)
+        self.pnl_table.setWordWrap(False)
+        self.pnl_table.verticalHeader().hide()
+        self.pnl_table.verticalHeader().setDefaultSectionSize(22)
+        for i, c in enumerate(PNL_COLUMNS):
+            self.pnl_table.setColumnWidth(i, c.width)
+        self.pnl_table.horizontalHeader().setStretchLastSection(True)
+        self.tabs = QTabBar()
+        self.tabs.setObjectName("positions_tabs")
+        self.tabs.addTab("Positions")
+        self.tabs.addTab("P&&L")
+        self.tabs.setTabToolTip(1, "Realised, unrealised and day-over-day P&L with its explain")
+        self.tabs.setDrawBase(False)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.table)
+        self.stack.addWidget(self.pnl_table)
+        self.tabs.currentChanged.connect(self._on_tab)
+        self.pnl_base = QComboBox()
+        self.pnl_base.setObjectName("pnl_base")
+        self.pnl_base.addItem("vs yesterday's settlement", "settlement")
+        self.pnl_base.addItem("vs session start", "session")
+        self.pnl_base.setToolTip("Yesterday's marks for the day P&L: the last settlement curves "
+                                 "recorded before today, or the first revaluation of this "
+                                 "session (held in memory)")  # fmt: skip
+        self.pnl_base.setVisible(False)
+        self.pnl_base.currentIndexChanged.connect(lambda _i: self._request_pnl())
         QShortcut(QKeySequence(Qt.Key.Key_Return), self.table,
                   lambda: self.drill(self.table.currentIndex().row()),
                   context=Qt.ShortcutContext.WidgetShortcut)  # fmt: skip
@@ -492,22 +712,32 @@ class PositionsPanel(QWidget):
         self.status.setObjectName("positions_status")
         bar = QHBoxLayout()
         bar.setContentsMargins(0, 0, 0, 0)
+        bar.addWidget(self.tabs)
+        bar.addSpacing(12)
         bar.addWidget(QLabel("Group by"))
         bar.addWidget(self.group_by)
+        bar.addWidget(self.pnl_base)
         bar.addStretch(1)
         bar.addWidget(self.status)
         bar.addWidget(self.revalue_button)
         self.totals = QLabel("")
         self.totals.setObjectName("positions_totals")
         self.totals.setTextFormat(Qt.TextFormat.RichText)
+        self.totals.setWordWrap(True)
         self.note = QLabel("")
         self.note.setObjectName("positions_note")
         self.note.setStyleSheet(NOTE_STYLE)
         self.note.setWordWrap(True)
+        self.problem = QLabel("")
+        self.problem.setObjectName("positions_problem")
+        self.problem.setStyleSheet("color: #b3261e;")
+        self.problem.setWordWrap(True)
+        self.problem.setVisible(False)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(bar)
-        lay.addWidget(self.table)
+        lay.addWidget(self.stack)
+        lay.addWidget(self.problem)
         lay.addWidget(self.totals)
         lay.addWidget(self.note)
 
@@ -515,6 +745,7 @@ class PositionsPanel(QWidget):
         self._throttle.timeout.connect(self._on_throttle)
         bridge.sig_curves.connect(self.on_curves)
         bridge.sig_settlements.connect(self.on_curves)
+        bridge.sig_settlements.connect(lambda _p: self.pnl_service.invalidate())
         bridge.sig_stale.connect(lambda: self.on_curves(set(self._held) or {"*"}))
 
     # -- triggers -----------------------------------------------------------------------------
@@ -528,6 +759,34 @@ class PositionsPanel(QWidget):
         if i < 0:
             raise ValueError(f"dimension must be one of {list(DIMENSIONS)}, got {dimension!r}")
         self.group_by.setCurrentIndex(i)
+
+    @property
+    def pnl_shown(self) -> bool:
+        """True while the P&L tab is shown (P&L is only computed then)."""
+        return self.tabs.currentIndex() == 1
+
+    def show_pnl(self, on: bool = True) -> None:
+        """Switch to the P&L tab (``on``) or back to positions."""
+        self.tabs.setCurrentIndex(1 if on else 0)
+
+    def _on_tab(self, index: int) -> None:
+        self.stack.setCurrentIndex(index)
+        self.pnl_base.setVisible(index == 1)
+        if index == 1:
+            self._request_pnl()
+        elif self.report is not None:
+            self._show_footer()
+
+    def _request_pnl(self) -> None:
+        """Compute the P&L now (tab shown, or its baseline changed)."""
+        if not self.pnl_shown:
+            return
+        if self.pnl_report is not None:
+            self._show_footer()
+        self._dirty = True
+        if self.isVisible():
+            self._throttle.stop()
+            self._revalue_now()
 
     def reload(self) -> None:
         """Slot: trades changed (captured, amended, cancelled, imported): re-read and revalue."""
@@ -580,9 +839,13 @@ class PositionsPanel(QWidget):
         snapshot = self._snapshot if self._loaded_gen == self._reload_gen else None
         gen = self._job_gen = self._reload_gen
         as_of, vol, dim = self.as_of(), self.vol, self.dimension
-        service, state = self.service, self.state
+        service, state, pnl = self.service, self.state, self.pnl_service
+        want_pnl = self.pnl_shown
+        base = self._session_base if self.pnl_base.currentData() == "session" else None
+        if base is not None and base.as_of != as_of:
+            base = self._session_base = None  # a new day: the session base rolls over
 
-        def work(ctx: JobContext) -> tuple[int, PositionReport]:
+        def work(ctx: JobContext) -> tuple[int, PositionReport, PnLReport | None]:
             snap = snapshot
             if snap is None:
                 ctx.progress(0.1, "reading trades")
@@ -590,8 +853,20 @@ class PositionsPanel(QWidget):
             ctx.check()
             curves, stale = curves_from_state(state, snap.product_codes)
             vols = atm_vols_from_state(state, snap.product_codes, vol)
-            ctx.progress(0.6, "valuing")
-            return gen, service.revalue(snap, curves, as_of, vols, dimension=dim, stale=stale)
+            ctx.progress(0.4, "valuing")
+            report = service.revalue(snap, curves, as_of, vols, dimension=dim, stale=stale)
+            if not want_pnl:
+                return gen, report, None
+            ctx.check()
+            ctx.progress(0.6, "P&L explain")
+            yesterday: Yesterday | None
+            if base is not None:
+                yesterday = PnLService.yesterday_from_report(base)
+            else:
+                yesterday = pnl.yesterday_from_store(snap, as_of)
+            ctx.check()
+            return gen, report, pnl.pnl(snap, curves, as_of, yesterday, report.vol,
+                                        dimension=dim, stale=stale)  # fmt: skip
 
         self.status.setText("Revaluing…")
         self._job = self.runner.submit("Revalue positions", work, on_result=self._on_result,
@@ -607,21 +882,29 @@ class PositionsPanel(QWidget):
                 self._revalue_now()
             return
         gen = self._loaded_gen
+        pnl_report = self.pnl_report if self.pnl_shown else None
 
-        def work(_ctx: JobContext) -> tuple[int, PositionReport]:
-            return gen, PositionService.regroup(report, dim)
+        def work(_ctx: JobContext) -> tuple[int, PositionReport, PnLReport | None]:
+            p = PnLService.regroup(pnl_report, dim) if pnl_report is not None else None
+            return gen, PositionService.regroup(report, dim), p
 
         self._job = self.runner.submit("Group positions", work, on_result=self._on_result,
                                        on_error=self._on_error, key="positions")  # fmt: skip
 
-    def _on_result(self, result: tuple[int, PositionReport]) -> None:
-        gen, report = result
+    def _on_result(self, result: tuple[int, PositionReport, PnLReport | None]) -> None:
+        gen, report, pnl_report = result
+        if pnl_report is not None:
+            self.pnl_report = pnl_report
         if report.groups.dimension != self.dimension:  # the user switched meanwhile
             self._regroup_from(report, gen)
             return
         self._snapshot, self._loaded_gen = report.snapshot, gen
         self._held = report.snapshot.product_codes
+        if self._session_base is None or self._session_base.as_of != report.as_of:
+            self._session_base = report
         self.show_report(report)
+        if pnl_report is not None:
+            self.show_pnl_report(pnl_report)
         if self._loaded_gen != self._reload_gen:  # trades changed while this job ran
             self._dirty = True
         self._after_job()
@@ -640,6 +923,41 @@ class PositionsPanel(QWidget):
         """Show a report (GUI thread; cheap: the model formats cells on demand)."""
         self.report = report
         self.model.set_report(report)
+        if not self.pnl_shown:
+            self._show_footer()
+        n_open = len(report.snapshot) - report.n_delivered
+        self.status.setText(f"{n_open:,} open trades · {len(report.groups):,} rows · "
+                            f"{dt.datetime.now():%H:%M:%S}")  # fmt: skip
+        self.sig_revalued.emit(report)
+
+    def show_pnl_report(self, report: PnLReport) -> None:
+        """Show a P&L report (GUI thread)."""
+        self.pnl_report = report
+        self.pnl_model.set_report(report)
+        self._show_footer()
+        self.sig_pnl.emit(report)
+
+    def _show_footer(self) -> None:
+        """Totals, note and problems of the tab shown."""
+        if self.pnl_shown:
+            p = self.pnl_report
+            if p is None:
+                self.totals.setText("Computing P&L…")
+                self.note.setText("")
+                self.problem.setVisible(False)
+                return
+            self.totals.setText(_pnl_totals_html(p))
+            self.note.setText(p.note())
+            problems = list(p.problems)
+            if any(g != "ok" for g in p.groups.notes.tolist()):
+                problems.append("Some figures are n/a: hover them or read the Notes column.")
+            self.problem.setText(" ".join(problems))
+            self.problem.setVisible(bool(problems))
+            return
+        self.problem.setVisible(False)
+        report = self.report
+        if report is None:
+            return
         parts = []
         for t in report.totals:
             mtm = t.mtm if math.isfinite(t.mtm) else t.mtm_marked
@@ -651,10 +969,6 @@ class PositionsPanel(QWidget):
         self.totals.setText("<b>Total MTM</b> &nbsp; " + " &nbsp;·&nbsp; ".join(parts)
                             if parts else "No open positions")  # fmt: skip
         self.note.setText(report.note())
-        n_open = len(report.snapshot) - report.n_delivered
-        self.status.setText(f"{n_open:,} open trades · {len(report.groups):,} rows · "
-                            f"{dt.datetime.now():%H:%M:%S}")  # fmt: skip
-        self.sig_revalued.emit(report)
 
     def copy_selection(self) -> str:
         """Copy the selected rows (all columns, with a header) as tab-separated text."""
