@@ -6,15 +6,19 @@
 Headless subcommands:
 
 * ``quantaenergi feed serve [...]`` runs the price-feed server (see ``feed serve --help``);
-* ``quantaenergi feed set-token URL`` stores the token of a remote feed in the OS keyring.
+* ``quantaenergi feed set-token URL`` stores the token of a remote feed in the OS keyring;
+* ``quantaenergi risk report --out FILE [...]`` writes a VaR/ES report (HTML, xlsx or PDF) of the
+  local store without a window or a feed (see ``risk report --help``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from app import __version__
 from app.settings import FeedOptions
@@ -90,6 +94,81 @@ def feed_main(argv: list[str]) -> int:
     return 2
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit code 2), for scripts that read stderr."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_risk_parser() -> argparse.ArgumentParser:
+    from app.reports.headless import METHOD_ALIASES
+
+    aliases = ", ".join(f"{k} = {v}" for k, v in METHOD_ALIASES.items())
+    p = _OneLineParser(
+        prog="quantaenergi risk report",
+        description="Write the VaR/ES report of the local store as HTML, Excel or PDF (by the "
+        "extension of --out), without a window or a live feed: positions are marked to the last "
+        "recorded settlement curves, VaR/ES computed on the bundled EIA price history.",
+        epilog="Exit codes: 0 written, 2 bad input (unknown book or method, bad extension, "
+        "unwritable path, missing or empty store, no curves).",
+    )
+    p.add_argument("--out", metavar="FILE", required=True, type=Path,
+                   help="the report to write: .html, .xlsx or .pdf")  # fmt: skip
+    p.add_argument("--book", metavar="B", action="append", default=[],
+                   help="only this book (repeat for several; default: all books)")  # fmt: skip
+    p.add_argument("--method", default="hist",
+                   help=f"VaR method (default hist): {aliases}; full names are accepted too")  # fmt: skip
+    p.add_argument("--conf", metavar="C", type=float, default=0.99,
+                   help="confidence level in [0.5, 1) (default 0.99)")  # fmt: skip
+    p.add_argument("--horizon", metavar="DAYS", type=int, default=1,
+                   help="horizon in business days, 1..10 (default 1)")  # fmt: skip
+    p.add_argument("--group-by", choices=("product", "book", "trade"), default="product",
+                   help="ES contributions by product (default), book or trade")  # fmt: skip
+    p.add_argument("--as-of", metavar="YYYY-MM-DD", type=dt.date.fromisoformat,
+                   help="value the book on this day with the settlement curves dated on or "
+                        "before it, history window ending there (default: today, latest curves)")  # fmt: skip
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="where the local store lives (default: as the workstation: the platform "
+                        "user data dir, or $QE_DATA_DIR)")  # fmt: skip
+    return p
+
+
+def risk_main(argv: list[str]) -> int:
+    """``quantaenergi risk report ...``."""
+    if not argv or argv[0] != "report":
+        if argv and argv[0] in ("-h", "--help"):
+            print("usage: quantaenergi risk report --out FILE [...]  "
+                  "(quantaenergi risk report --help)")  # fmt: skip
+            return 0
+        print("usage: quantaenergi risk report --out FILE [...]  (quantaenergi risk report --help)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    args = build_risk_parser().parse_args(argv[1:])
+    from app.models.store import StoreError
+    from app.reports.headless import RiskReportRequest, run_risk_report
+    from app.reports.risk import ReportError
+
+    req = RiskReportRequest(
+        out=args.out,
+        books=tuple(args.book),
+        method=args.method,
+        confidence=args.conf,
+        horizon_days=args.horizon,
+        group_by=args.group_by,
+        as_of=args.as_of,
+        data_dir=args.data_dir,
+    )
+    try:
+        path, result = run_risk_report(req)
+    except (ReportError, StoreError, ValueError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    totals = "; ".join(f"{c.currency} VaR {c.var:,.0f} ES {c.es:,.0f}" for c in result.currencies)
+    print(f"Wrote {path} ({totals})")
+    return 0
+
+
 def has_display() -> bool:
     if os.environ.get("QT_QPA_PLATFORM"):
         return True
@@ -102,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "feed":
         return feed_main(argv[1:])
+    if argv and argv[0] == "risk":
+        return risk_main(argv[1:])
     args = build_parser().parse_args(argv)
     if not has_display():
         if args.screenshot is None:
