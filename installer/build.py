@@ -46,6 +46,7 @@ MIGRATION_FILES = (
     "script.py.mako",
     "versions/0001_initial.py",
     "versions/0002_market_data.py",
+    "versions/0003_limits.py",
 )
 # Imported by name or lazily at run time: must be in the bundle's module archive (pure Python;
 # extension modules such as psycopg_binary.pq are covered by the import self-test).

@@ -43,6 +43,8 @@ SCHEMA_TABLES = {
     "trade",
     "price_tick",
     "settlement_curve",
+    "risk_limit",
+    "limit_breach",
 }
 
 

@@ -217,3 +217,75 @@ class SettlementCurve(Base):
     prices: Mapped[str] = mapped_column(Text)  # JSON array of floats
     ts: Mapped[int] = mapped_column(BigInteger)
     source: Mapped[str] = mapped_column(String(80), default="")
+
+
+class LimitKind(enum.Enum):
+    """What a risk limit caps (stored by name)."""
+
+    VAR = "var"
+    ES = "es"
+    POSITION = "position"
+    STRESS = "stress"
+
+    @property
+    def label(self) -> str:
+        return {"var": "VaR", "es": "ES", "position": "Position", "stress": "Stress"}[self.value]
+
+
+class BreachKind(enum.Enum):
+    """A recorded limit state transition (stored by name)."""
+
+    BREACH = "breach"
+    WARNING = "warning"
+    CLEARED = "cleared"
+
+    @property
+    def label(self) -> str:
+        return self.value.title()
+
+
+class RiskLimit(Base):
+    """A VaR, ES, position or stress limit of one book (see app.models.limits).
+
+    VaR/ES limits carry ``currency``, ``confidence`` and ``horizon_days``; stress limits carry a
+    ``currency``; position limits carry a ``product`` code and are in the product's unit
+    (absolute net delta). ``version`` increases on every change (optimistic concurrency).
+    """
+
+    __tablename__ = "risk_limit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    book_id: Mapped[int] = mapped_column(ForeignKey("book.id"), index=True)
+    kind: Mapped[LimitKind] = mapped_column(_enum(LimitKind))
+    product: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    horizon_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    limit_value: Mapped[Decimal] = mapped_column(ExactDecimal(QUANTITY_PLACES))
+    warning_pct: Mapped[Decimal] = mapped_column(ExactDecimal(2))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    comment: Mapped[str] = mapped_column(String(200), default="")
+    created_by: Mapped[str] = mapped_column(String(60))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String(60))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer)
+
+    book: Mapped[Book] = relationship(lazy="joined")
+
+
+class LimitBreach(Base):
+    """One recorded transition of a limit's state (append-only)."""
+
+    __tablename__ = "limit_breach"
+    __table_args__ = (Index("ix_limit_breach_limit", "limit_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    limit_id: Mapped[int] = mapped_column(ForeignKey("risk_limit.id"))
+    detected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    kind: Mapped[BreachKind] = mapped_column(_enum(BreachKind))
+    usage: Mapped[float] = mapped_column(Float)
+    limit_value: Mapped[Decimal] = mapped_column(ExactDecimal(QUANTITY_PLACES))
+    utilisation: Mapped[float] = mapped_column(Float)
+    as_of: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    detail: Mapped[str] = mapped_column(String(500), default="")
