@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import CancelledError
+from typing import Any
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from app.engine.curves import ForwardCurve
 from app.engine.positions import TradeInputs, value_trades
-from app.engine.risk.book import RevalStats, delta_gamma_pnl, revalue, risk_book
+from app.engine.risk import book as book_mod
+from app.engine.risk.book import (
+    RevalStats,
+    RiskBook,
+    _black,
+    delta_gamma_pnl,
+    revalue,
+    risk_book,
+)
 
 AS_OF = dt.date(2027, 1, 15)
 
@@ -169,3 +180,120 @@ def test_bad_shapes_and_values_are_refused() -> None:
         revalue(book, np.full((1, book.n_factors), np.nan))
     with pytest.raises(ValueError, match="horizon"):
         revalue(book, np.zeros(book.n_factors), horizon_days=-1)
+
+
+# --------------------------------------------------------------------------- numba kernel path
+
+
+def synthetic_book(
+    n_options: int, n_factors: int, n_groups: int = 3, seed: int = 0, *, edge_cases: bool = True
+) -> RiskBook:
+    """A :class:`RiskBook` built directly: options on single tenors or strips of up to four
+    factors, linear exposures, and (``edge_cases``) expired options, zero vols, zero strikes and
+    forwards close to zero, so that scenarios push some of them below zero."""
+    rng = np.random.default_rng(seed)
+    m, o = n_factors, n_options
+    base = rng.uniform(20.0, 90.0, m)
+    first = rng.integers(0, m, o)
+    length = np.minimum(rng.integers(1, 5, o), m - first)
+    rows = np.repeat(np.arange(o), length)
+    cols = np.concatenate([np.arange(f, f + n) for f, n in zip(first, length, strict=True)])
+    w_raw = rng.uniform(0.5, 1.5, rows.size)
+    tot = np.bincount(rows, weights=w_raw, minlength=o)
+    weights = sparse.csr_matrix((w_raw / tot[rows], (rows, cols)), shape=(o, m))
+    f0 = np.asarray(weights @ base).ravel()
+    strike = f0 * rng.uniform(0.6, 1.5, o)
+    t = rng.uniform(0.0, 2.0, o)
+    vol = rng.uniform(0.1, 0.9, o)
+    if edge_cases:
+        t[rng.random(o) < 0.1] = 0.0
+        vol[rng.random(o) < 0.1] = 0.0
+        strike[rng.random(o) < 0.03] = 0.0
+    call = rng.random(o) < 0.5
+    grp = rng.integers(0, n_groups, o)
+    return RiskBook(
+        factor_curve=np.zeros(m, dtype=np.int64),
+        factor_month=np.datetime64("2027-01") + np.arange(m),
+        base=base,
+        group=grp.astype(np.int64),
+        n_groups=n_groups,
+        linear=rng.normal(0.0, 1000.0, (m, n_groups)),
+        opt_trade=np.arange(o, dtype=np.int64),
+        opt_group=grp.astype(np.int64),
+        opt_qty=rng.choice([-1.0, 1.0], o) * rng.uniform(100.0, 5000.0, o),
+        opt_weights=weights,
+        opt_strike=strike,
+        opt_t=t,
+        opt_vol=vol,
+        opt_call=call,
+        opt_forward0=f0,
+        opt_value0=_black(f0, strike, t, vol, call),
+    )
+
+
+@pytest.fixture
+def kernel_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(book_mod, "_KERNEL_MIN_CELLS", 1)
+
+
+def _both_paths(monkeypatch: pytest.MonkeyPatch, *args: Any, **kwargs: Any) -> tuple:
+    out = []
+    for threshold in (10**18, 1):
+        monkeypatch.setattr(book_mod, "_KERNEL_MIN_CELLS", threshold)
+        st = RevalStats()
+        out.append((revalue(*args, stats=st, **kwargs), st))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kernel_path_equals_numpy_path_on_random_books(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    book = synthetic_book(300, 12, n_groups=4, seed=seed)
+    rng = np.random.default_rng(100 + seed)
+    # Large moves: many scenario forwards end at or below zero (intrinsic, counted).
+    x = rng.normal(0.0, 25.0, (257, book.n_factors))
+    dv = rng.normal(0.0, 0.3, 257)  # some vols shifted below zero: floored at 0
+    (p_np, st_np), (p_k, st_k) = _both_paths(
+        monkeypatch, book, x, dv, 10.0, by_group=True, max_cells=7_000, workers=2
+    )
+    assert st_np.nonpositive > 0
+    assert st_k.nonpositive == st_np.nonpositive and st_k.scenarios == st_np.scenarios
+    scale = float(np.sum(np.abs(book.opt_qty) * np.maximum(book.opt_forward0, book.opt_strike)))
+    np.testing.assert_allclose(p_k, p_np, rtol=1e-12, atol=1e-13 * scale)
+
+
+def test_kernel_path_expired_zero_vol_and_negative_forwards(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    book = synthetic_book(200, 6, seed=5)
+    x = np.vstack(
+        [
+            np.zeros(book.n_factors),
+            np.full(book.n_factors, -500.0),  # every forward below zero: intrinsic
+            -book.base,  # every forward exactly at zero: intrinsic, counted
+            np.full(book.n_factors, 3.0),
+        ]
+    )
+    (p_np, st_np), (p_k, st_k) = _both_paths(monkeypatch, book, x, 0.0, 400.0)  # most expire
+    assert st_k.nonpositive == st_np.nonpositive == 2 * book.n_options
+    np.testing.assert_allclose(p_k, p_np, rtol=1e-12, atol=1e-6)
+    (q_np, _), (q_k, _) = _both_paths(monkeypatch, book, x, -5.0, 0.0)  # every vol at 0
+    np.testing.assert_allclose(q_k, q_np, rtol=1e-12, atol=1e-6)
+    expired = _black(book.opt_forward0, book.opt_strike, 0.0, 0.0, book.opt_call)
+    assert q_k[0] == pytest.approx(
+        float(np.sum((expired - book.opt_value0) * book.opt_qty)), rel=1e-12
+    )
+
+
+def test_kernel_path_on_the_trade_book_matches_brute_force(kernel_always: None) -> None:
+    curves = _curves()
+    tr = _trades()
+    _, book = _book(tr, curves)
+    x = np.random.default_rng(7).normal(0, 3.0, (4, book.n_factors))
+    stats = RevalStats()
+    pnl = revalue(book, x, max_cells=50, workers=2, stats=stats)
+    for i in range(4):
+        assert pnl[i] == pytest.approx(_brute(tr, curves, book, x[i]), rel=1e-9, abs=1e-6)
+    with pytest.raises(CancelledError):
+        revalue(book, x, max_cells=50, workers=2, cancelled=lambda: True)

@@ -14,6 +14,12 @@ the numpy path computes with the same formulas, limits and iteration, element by
   when it has converged instead of riding along with the slowest one);
 * the Leisen-Reimer tree for many American/Bermudan options (one option per task, the node
   prices from two short tables of powers instead of one ``exp`` per node).
+* the option part of ``risk.book.revalue`` (Monte Carlo / historical full revaluation): the
+  underlying of each option from its sparse delivery weights, the safe Black-76 value and the
+  P&L summed per group, in vectorised passes over short row buffers, with no ``(rows,
+  options)`` temporaries.
+  This one is serial and ``nogil``: ``revalue``'s thread pool (or a Dask worker's threads)
+  runs several row blocks at once, so it needs neither numba's thread pool nor the launch lock.
 
 Fewer transcendental calls and no unpredictable branches: the normal cdf is W. J. Cody's
 rational Chebyshev approximation (ACM TOMS 715, the one R's ``pnorm`` uses) times
@@ -48,6 +54,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -500,6 +507,110 @@ def _lr_tree(
         res[o] = values[0]
 
 
+# --------------------------------------------------------------------------- risk book
+
+
+#: Scenario rows per block of the risk-book kernel: its five row buffers stay in L1.
+_REVAL_ROWS = 512
+
+
+@numba.njit(nogil=True, cache=True, fastmath=False, error_model="numpy")  # type: ignore[misc]
+def _reval_options(
+    xT: Any,
+    dv: Any,
+    f0: Any,
+    indptr: Any,
+    indices: Any,
+    wdata: Any,
+    K: Any,
+    sqt: Any,
+    vol: Any,
+    call: Any,
+    qty: Any,
+    v0: Any,
+    grp: Any,
+    outT: Any,
+) -> int:
+    """Option P&L of ``risk.book.revalue`` for a block of scenarios, added into ``outT``.
+
+    ``xT`` is the ``(m, rows)`` transpose (at most ``_REVAL_ROWS`` rows: the row buffers stay
+    in L1) of the scenario shifts and ``outT`` the ``(groups,
+    rows)`` P&L.  Per cell (scenario ``r``, option ``i``), as the numpy path: ``F = f0 + w_i .
+    x_r`` (the CSR row summed in stored order, as scipy does), ``s = max(vol + dv_r, 0)
+    sqrt(T)``, Black-76 where ``F > 0``, ``K > 0`` and ``s > 0``, intrinsic elsewhere;
+    ``outT[grp_i, r] += qty_i (V - V0_i)``.  Returns the number of cells with ``F <= 0``.
+
+    Option by option over a block of rows, in passes over short row buffers: the arithmetic
+    passes (forwards, ``d1``/``d2``, both normal cdfs with all three of Cody's pieces and the
+    selects) have no branches and vectorise (AVX2: 4 cells per instruction); only ``log`` and
+    ``exp`` stay scalar libm calls.  3x faster per core than one cell at a time with the same
+    formulas, and bitwise equal to it.  Serial and ``nogil``: the caller's thread pool (or a
+    Dask worker's threads) runs several blocks at once, no numba thread pool, no launch lock.
+    """
+    n = xT.shape[1]
+    F = np.empty(n)
+    S = np.empty(n)
+    FK = np.empty(n)
+    LX = np.empty(n)
+    EM = np.empty(n)
+    nbad = 0
+    for i in range(f0.size):
+        for r in range(n):
+            F[r] = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            wp = wdata[p]
+            j = indices[p]
+            for r in range(n):
+                F[r] += wp * xT[j, r]
+        fi = f0[i]
+        k = K[i]
+        sq = sqt[i]
+        vo = vol[i]
+        for r in range(n):
+            f = fi + F[r]
+            F[r] = f
+            sg = vo + dv[r]
+            s = (sg if sg > 0.0 else 0.0) * sq
+            S[r] = s
+            ok = (f > 0.0) & (k > 0.0) & (s > 0.0)
+            FK[r] = f / k if ok else 1.0
+            nbad += 1 if f <= 0.0 else 0
+        for r in range(n):
+            LX[r] = math.log(FK[r])
+        for r in range(n):
+            s = S[r]
+            ss = s if s > 0.0 else 1.0
+            d1 = LX[r] / ss + 0.5 * ss
+            d2 = d1 - ss
+            dm = d1 if abs(d1) <= abs(d2) else d2
+            EM[r] = -0.5 * dm * dm
+        for r in range(n):
+            EM[r] = math.exp(EM[r])
+        # As _undiscounted (floored at intrinsic), unrolled so the loop vectorises.
+        w = 1.0 if call[i] else -1.0
+        q = qty[i]
+        vb = v0[i]
+        g = grp[i]
+        for r in range(n):
+            f = F[r]
+            s = S[r]
+            ok = (f > 0.0) & (k > 0.0) & (s > 0.0)
+            ss = s if ok else 1.0
+            fk = FK[r]
+            d1 = LX[r] / ss + 0.5 * ss
+            d2 = d1 - ss
+            first = abs(d1) <= abs(d2)
+            em = EM[r]
+            e1 = em if first else em / fk
+            e2 = em * fk if first else em
+            val = w * (f * _ncdf(w * d1, e1) - k * _ncdf(w * d2, e2))
+            intrinsic = w * (f - k)
+            intrinsic = intrinsic if intrinsic > 0.0 else 0.0
+            val = val if val > intrinsic else intrinsic
+            outT[g, r] += ((val if ok else intrinsic) - vb) * q
+    return nbad
+
+
 # --------------------------------------------------------------------------- typed wrappers
 
 
@@ -570,6 +681,34 @@ def lr_tree(
     return res
 
 
+def reval_options(
+    x: FloatArray,
+    dv: FloatArray,
+    opt: Sequence[Any],
+    n_groups: int,
+) -> tuple[FloatArray, int]:
+    """Option P&L per scenario row and group, shape ``(rows, n_groups)``, and the count of
+    cells whose scenario forward was ``<= 0``.
+
+    ``x`` (rows, m) and ``dv`` (rows,) are float64; ``opt`` is the tuple
+    ``(f0, indptr, indices, wdata, K, sqrt(T), vol, call, qty, V0, group)`` of contiguous
+    per-option arrays (``indptr``/``indices`` int64, ``call`` bool, ``group`` int64) prepared
+    once per call by ``risk.book.revalue``.  Releases the GIL; no lock (no numba thread pool).
+    """
+    rows = x.shape[0]
+    out = np.empty((rows, n_groups))
+    nbad = 0
+    for a in range(0, rows, _REVAL_ROWS):
+        b = min(a + _REVAL_ROWS, rows)
+        # Contiguous blocks, each row buffer indexed from 0: offsets into the whole chunk
+        # cost the kernel its vectorisation (2x slower, measured).
+        outT = np.zeros((n_groups, b - a))
+        xT = np.ascontiguousarray(x[a:b].T)
+        nbad += _reval_options(xT, np.ascontiguousarray(dv[a:b]), *opt, outT)  # type: ignore[call-arg]
+        out[a:b] = outT.T
+    return out, int(nbad)
+
+
 def warm_up() -> None:
     """Compile (first run) or load from the disk cache every kernel, on one-element inputs.
 
@@ -584,3 +723,7 @@ def warm_up() -> None:
     black76_greeks(args, call, 1)
     implied_vol_black76([one * 0.1, *args[:4]], call, 1)
     lr_tree(one, one, one, one * 0.5, one * 0.1, -one * 0.1, one, one, ~call, 3, None)
+    idx = np.zeros(1, dtype=np.int64)
+    grp = np.zeros(1, dtype=np.int64)
+    opt = (one, np.arange(2, dtype=np.int64), idx, one, one, one, one, call, one, one, grp)
+    reval_options(np.ones((1, 1)), one, opt, 1)

@@ -15,6 +15,14 @@ from app.engine.risk.backtest import (
     rolling_var_backtest,
     transition_counts,
 )
+from app.engine.risk.scaleout import (
+    DaskExecutor,
+    Executor,
+    LocalExecutor,
+    make_executor,
+    monte_carlo_full_reval,
+    revalue_grid,
+)
 from app.engine.risk.var import (
     MonteCarloResult,
     component_es,
@@ -33,6 +41,9 @@ from app.engine.risk.var import (
 
 __all__ = [
     "BacktestResult",
+    "DaskExecutor",
+    "Executor",
+    "LocalExecutor",
     "MonteCarloResult",
     "basel_traffic_light",
     "christoffersen_ind",
@@ -44,9 +55,12 @@ __all__ = [
     "ewma_cov",
     "incremental_var",
     "kupiec_pof",
+    "make_executor",
     "marginal_var_parametric",
+    "monte_carlo_full_reval",
     "monte_carlo_var_es",
     "parametric_var_es",
+    "revalue_grid",
     "rolling_var_backtest",
     "tail_count",
     "transition_counts",

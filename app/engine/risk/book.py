@@ -37,6 +37,11 @@ Every trade belongs to one *group* (a position, product, book ...; ``group`` in
 
 Memory is bounded: scenarios are revalued in row chunks of at most ``max_cells`` option cells,
 and chunks run on a thread pool (numpy releases the GIL in its ufuncs, so both cores work).
+From ``_KERNEL_MIN_CELLS`` option cells on, each chunk's option part runs in a fused numba
+kernel (:func:`app.engine._kernels.reval_options`, serial and ``nogil``, so the same pool keeps
+both cores busy) instead of numpy: one pass per cell, no ``(rows, options)`` temporaries, and
+the same values up to the last bits of the normal cdf (Cody's approximation instead of scipy's
+``ndtr``).  Smaller calls -- the GUI's what-ifs -- never import numba nor wait for its compiler.
 """
 
 from __future__ import annotations
@@ -67,6 +72,12 @@ FloatArray = NDArray[np.float64]
 #: Default bound on option cells (scenario rows x options) per revaluation chunk: 2M cells is
 #: ~16 MB per temporary array.
 MAX_CELLS = 2_000_000
+
+#: Option cells (scenario rows x options) of one :func:`revalue` call from which the option
+#: part runs in the numba kernel of :mod:`app.engine._kernels` (imported, and compiled or loaded
+#: from numba's disk cache, on the first such call).  Below it the numpy path runs, so small
+#: interactive calls never import numba (~0.5 s) nor wait for a first compile (a few seconds).
+_KERNEL_MIN_CELLS = 1_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -343,6 +354,53 @@ def _check_shifts(book: RiskBook, shifts: ArrayLike) -> FloatArray:
     return x
 
 
+_OptionPnl = Callable[[int, int], tuple[FloatArray, int]]
+
+
+def _numpy_option_pnl(
+    book: RiskBook, x: FloatArray, dv: FloatArray, horizon_days: float
+) -> _OptionPnl:
+    """``(a, b) -> ((b - a, n_groups) option P&L of rows a:b, cells with F <= 0)``, numpy."""
+    o = book.n_options
+    g_of = sparse.csr_matrix((np.ones(o), (np.arange(o), book.opt_group)), shape=(o, book.n_groups))
+
+    def run(a: int, b: int) -> tuple[FloatArray, int]:
+        vals, bad = option_values(book, x[a:b], dv[a:b], horizon_days)
+        pnl = (vals - book.opt_value0) * book.opt_qty  # (rows, o)
+        return np.asarray((g_of.T @ pnl.T).T), bad
+
+    return run
+
+
+def _kernel_option_pnl(
+    book: RiskBook, x: FloatArray, dv: FloatArray, horizon_days: float
+) -> _OptionPnl:
+    """As :func:`_numpy_option_pnl`, by the fused numba kernel (arrays prepared once)."""
+    from app.engine import _kernels  # lazy: numba only for large calls
+
+    w = book.opt_weights
+    c = np.ascontiguousarray
+    t = np.maximum(book.opt_t - float(horizon_days) / 365.0, 0.0)
+    opt = (
+        c(book.opt_forward0, dtype=np.float64),
+        c(w.indptr, dtype=np.int64),
+        c(w.indices, dtype=np.int64),
+        c(w.data, dtype=np.float64),
+        c(book.opt_strike, dtype=np.float64),
+        np.sqrt(t),  # the numpy path's vol * sqrt(max(T, 0)), factor for factor
+        c(book.opt_vol, dtype=np.float64),
+        c(book.opt_call, dtype=np.bool_),
+        c(book.opt_qty, dtype=np.float64),
+        c(book.opt_value0, dtype=np.float64),
+        c(book.opt_group, dtype=np.int64),
+    )
+
+    def run(a: int, b: int) -> tuple[FloatArray, int]:
+        return _kernels.reval_options(x[a:b], dv[a:b], opt, book.n_groups)
+
+    return run
+
+
 def revalue(
     book: RiskBook,
     shifts: ArrayLike,
@@ -395,17 +453,20 @@ def revalue(
     o = book.n_options
     rows = max(1, min(k, int(max_cells) // max(o, 1)))
     starts = list(range(0, k, rows))
-    g_of = sparse.csr_matrix((np.ones(o), (np.arange(o), book.opt_group)), shape=(o, book.n_groups))
     nonpos = 0
     done = 0
+    option_pnl = (
+        _kernel_option_pnl(book, x, dv_all, horizon_days)
+        if k * o >= max(_KERNEL_MIN_CELLS, 1)
+        else _numpy_option_pnl(book, x, dv_all, horizon_days)
+    )
 
     def chunk(a: int) -> tuple[int, FloatArray, int]:
         if cancelled is not None and cancelled():
             raise CancelledError
         b = min(a + rows, k)
-        vals, bad = option_values(book, x[a:b], dv_all[a:b], horizon_days)
-        pnl = (vals - book.opt_value0) * book.opt_qty  # (rows, o)
-        return a, np.asarray((g_of.T @ pnl.T).T), bad
+        pnl, bad = option_pnl(a, b)
+        return a, pnl, bad
 
     out = np.empty((k, book.n_groups))
     n_workers = workers or min(os.cpu_count() or 1, 8)
