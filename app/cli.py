@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--feed-speed", metavar="X", type=float,
                       help="embedded feed speed in trading days per second (simulate default "
                            "1/240, replay default 1)")  # fmt: skip
+    risk = p.add_argument_group("risk")
+    risk.add_argument("--dask-scheduler", metavar="ADDRESS",
+                      help="run Monte Carlo VaR on this Dask distributed scheduler "
+                           "(tcp://host:8786); default $QE_DASK_SCHEDULER, else local threads")  # fmt: skip
     return p
 
 
@@ -189,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             print(NO_DISPLAY, file=sys.stderr)
             return 2
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if args.dask_scheduler:
+        os.environ["QE_DASK_SCHEDULER"] = args.dask_scheduler  # read by Settings.dask_scheduler
     from app.views.application import run_gui
 
     action = "reseed" if args.reseed_demo else "clear" if args.clear_demo else None

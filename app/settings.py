@@ -69,6 +69,12 @@ class Settings:
         return os.environ.get("QE_CENTRAL_URL") or None
 
     @property
+    def dask_scheduler(self) -> str | None:
+        """Dask scheduler address (QE_DASK_SCHEDULER, or ``--dask-scheduler``) for Monte Carlo
+        VaR; ``None``: local threads."""
+        return os.environ.get("QE_DASK_SCHEDULER") or None
+
+    @property
     def feed_url(self) -> str | None:
         """Remote price feed URL (QE_FEED_URL); ``None`` until the feed is configured."""
         return os.environ.get("QE_FEED_URL") or None

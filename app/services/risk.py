@@ -429,6 +429,7 @@ class RiskResult:
     n_factors: int = 0
     n_options: int = 0
     tenor_model: bool = False
+    compute: str = ""  # where Monte Carlo ran ("local threads", "Dask cluster tcp://...")
 
     def currency(self, code: str) -> CurrencyRisk:
         """The result for one currency (``KeyError`` if the book holds none)."""
@@ -456,6 +457,7 @@ class RiskResult:
         return (
             f"Monte Carlo, {self.n_scenarios:,} full-revaluation scenarios on the EWMA "
             f"covariance (lambda {EWMA_LAMBDA}) x {h} day{'s' if h > 1 else ''}, seed {MC_SEED}"
+            + (f", on {self.compute}" if self.compute else "")
         )
 
     def note(self) -> str:
@@ -506,8 +508,13 @@ class RiskService:
     series. Stateless apart from that: safe to call from worker threads.
     """
 
-    def __init__(self, history: Mapping[str, HistorySeries]) -> None:
+    def __init__(self, history: Mapping[str, HistorySeries], executor: Any = None,
+                 compute: str = "local threads") -> None:  # fmt: skip
         self.history = dict(history)
+        #: Where Monte Carlo blocks run: an :class:`app.engine.risk.scaleout.Executor`
+        #: (``None``: local threads on every core) and its description for the notes.
+        self.executor = executor
+        self.compute = compute
 
     # ------------------------------------------------------------------ factors
 
@@ -645,7 +652,7 @@ class RiskService:
                 cr = _delta_gamma_cf(cb, sc, confidence, horizon_days, cal_days)
             else:
                 cr = _monte_carlo(cb, sc, confidence, horizon_days, cal_days, n_scenarios, sub,
-                                  cancelled)  # fmt: skip
+                                  cancelled, self.executor)  # fmt: skip
                 n_scen = n_scenarios
             out.append(cr)
             sub(1.0)
@@ -669,6 +676,7 @@ class RiskService:
             n_factors=sum(cb.book.n_factors for cb in inputs.currencies),
             n_options=inputs.n_options,
             tenor_model=any(np.any(cb.loading != _front_scale(cb)) for cb in inputs.currencies),
+            compute=self.compute if method == "monte_carlo" else "",
         )
 
 
@@ -778,23 +786,23 @@ def _monte_carlo(
     n: int,
     progress: Callable[[float], object],
     cancelled: Callable[[], bool] | None,
+    executor: Any = None,
 ) -> CurrencyRisk:
-    from app.engine.risk import component_es, ewma_cov, monte_carlo_var_es
-    from app.engine.risk.book import RevalStats, revalue
+    """Shocks on the source series (EWMA covariance x h), factor moves ``L s``, full
+    revaluation block by block on ``executor`` (local threads or a Dask cluster); the same
+    shocks as :func:`~app.engine.risk.monte_carlo_var_es` with seed :data:`MC_SEED`."""
+    from app.engine.risk import component_es, ewma_cov
+    from app.engine.risk.book import RevalStats
+    from app.engine.risk.scaleout import monte_carlo_full_reval
 
     cov = np.atleast_2d(np.asarray(ewma_cov(sc.source_daily, EWMA_LAMBDA), dtype=float)) * h
-    lmat = cb.loadings_matrix(sc.sources)
-    parts: list[np.ndarray] = []
     stats = RevalStats()
-
-    def reval(shocks: np.ndarray) -> np.ndarray:
-        m = revalue(cb.book, shocks @ lmat.T, 0.0, cal_days, by_group=True, stats=stats)
-        parts.append(m)
-        return m.sum(axis=1)
-
-    mc = monte_carlo_var_es(reval, cov, alpha, n, MC_SEED, progress=progress, cancelled=cancelled)
-    matrix = np.concatenate(parts)[:n]
-    comp = component_es(matrix, alpha)
+    mc = monte_carlo_full_reval(cb.book, cov, alpha, n, MC_SEED, horizon_days=cal_days,
+                                executor=executor, progress=progress, cancelled=cancelled,
+                                stats=stats, loadings=cb.loadings_matrix(sc.sources),
+                                by_group=True)  # fmt: skip
+    assert mc.by_group is not None
+    comp = component_es(mc.by_group, alpha)
     return CurrencyRisk(cb.currency, mc.var, mc.es, _contributions(cb, comp, mc.es), mc.pnl,
                         var_ci=mc.var_ci, ci_level=mc.ci_level,
                         nonpositive=stats.nonpositive)  # fmt: skip

@@ -38,17 +38,28 @@ from app.views.curve_panel import ForwardCurvePanel
 from app.views.jobs import JobContext, JobRunner
 from app.views.jobs_dock import JobsIndicator, JobsPanel
 from app.views.layout import LayoutStore
+from app.views.limits_panel import install_limits_tab
 from app.views.log_dock import LogPanel, QtLogHandler
 from app.views.market_bridge import MarketBridge
 from app.views.market_watch import MarketWatchPanel
 from app.views.positions import PositionsPanel
 from app.views.pricer import OptionsPricerPanel
+from app.views.risk_charts import install_risk_charts
 from app.views.risk_panel import RiskPanel
+from app.views.stress_panel import install_stress_tabs
+from app.views.ticket import TicketDialog
+from app.views.whatif import WhatIfPanel
 
 log = logging.getLogger(__name__)
 
 FIRST_CHUNK_ROWS = 20_000  # small first chunk: the blotter paints before the store is read
 CHUNK_ROWS = 100_000  # each append holds the GUI thread: keep it short
+
+
+def _limit_alert(message: str) -> None:
+    """A limit warning or breach: a WARNING record, so the Log/Alerts dock and the status bar
+    count it."""
+    logging.getLogger("app.limits").warning(message)
 
 
 @dataclass
@@ -113,7 +124,16 @@ class MainWindow(QMainWindow):
             self.market_bridge,
             PositionService(ctx.repo, ctx.trading),
         )
-        self.risk = RiskPanel(ctx.runner, self.positions)
+        self.risk = RiskPanel(ctx.runner, self.positions, scheduler=ctx.settings.dask_scheduler)
+        self.stress_panel, self.scenario_grid = install_stress_tabs(
+            self.risk, ctx.settings.data_dir
+        )
+        self.backtest_panel, self.var_history = install_risk_charts(self.risk)
+        self.limits_panel = install_limits_tab(
+            self.risk, ctx.store, alert=_limit_alert, stress=self._stress_losses, runner=ctx.runner
+        )
+        self.whatif = WhatIfPanel(ctx.runner, self.positions, self.risk, ctx.trading)
+        TicketDialog.hooks = self.whatif  # pre-trade impact and "Add to what-if" in tickets
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("market_watch_dock", "Market Watch", self.market_watch)
         self._add_dock("forward_curve_dock", "Forward Curve", self.curve_panel)
@@ -121,6 +141,7 @@ class MainWindow(QMainWindow):
         self._add_dock("pricer_dock", "Options Pricer", self.pricer)
         self._add_dock("positions_dock", "Positions", self.positions)
         self._add_dock("risk_dock", "Risk", self.risk)
+        self._add_dock("whatif_dock", "What-if", self.whatif)
         self._add_dock("jobs_dock", "Jobs", self.jobs_panel)
         self._add_dock("log_dock", "Log / Alerts", self.log_panel)
         placeholder = QWidget()
@@ -145,10 +166,27 @@ class MainWindow(QMainWindow):
         self.bridge.sig_refdata_changed.connect(self.positions.reload)
         self.positions.sig_message.connect(self.show_message)
         self.risk.sig_message.connect(self.show_message)
+        self.whatif.sig_message.connect(self.show_message)
         self.market_bridge.sig_curves.connect(self.pricer.on_curves)
         self.market_bridge.sig_vols.connect(self.pricer.on_vols)
         self.market_bridge.sig_status.connect(self._on_feed_status)
         QTimer.singleShot(0, self.start)
+
+    def _stress_losses(self) -> dict[str, dict[str, float]] | None:
+        """Worst stress loss per book and currency from the last Stress run, when it was
+        grouped by book over all books (what the stress limits measure); else ``None``."""
+        res = getattr(self.stress_panel, "result", None)
+        if res is None or not res.rows:
+            return None
+        books = {b.name for b in self.ctx.trading.refdata.books.values()}
+        out: dict[str, dict[str, float]] = {}
+        for ccy, labels in res.group_labels.items():
+            if not set(labels) <= books:
+                return None  # grouped by product or trade: not a per-book figure
+            for g, book in enumerate(labels):
+                worst = min(float(r.by_group[ccy][g]) for r in res.rows if ccy in r.by_group)
+                out.setdefault(book, {})[ccy] = max(-worst, 0.0)
+        return out
 
     # -- construction ----------------------------------------------------------------------
     def _add_dock(self, name: str, title: str, widget: QWidget) -> QDockWidget:
@@ -222,7 +260,8 @@ class MainWindow(QMainWindow):
             self.docks[n] for n in ("pricer_dock", "market_watch_dock", "forward_curve_dock")
         )
         pos, rk = self.docks["positions_dock"], self.docks["risk_dock"]
-        for dock in (b, pr, j, lg, mw, fc, pos, rk):
+        wi = self.docks["whatif_dock"]
+        for dock in (b, pr, j, lg, mw, fc, pos, rk, wi):
             dock.setFloating(False)
             dock.show()
         # The left column (market data) runs the full height; blotter and log sit to its right.
@@ -236,6 +275,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(b, pr)
         self.tabifyDockWidget(b, pos)
         self.tabifyDockWidget(b, rk)
+        self.tabifyDockWidget(b, wi)
         b.raise_()
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, lg)
         self.tabifyDockWidget(lg, j)
@@ -511,6 +551,8 @@ class MainWindow(QMainWindow):
 
     # -- shutdown ----------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
+        if TicketDialog.hooks is self.whatif:
+            TicketDialog.hooks = None
         self.layouts.save_session(self)
         self.market_bridge.stop()
         self.ctx.runner.shutdown()

@@ -104,15 +104,18 @@ class RiskPanel(QWidget):
         positions: Any = None,
         history: Callable[[], Mapping[str, HistorySeries]] = load_bundled_history,
         parent: QWidget | None = None,
+        scheduler: str | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("risk")
+        self.scheduler = scheduler  # Dask scheduler address for Monte Carlo (None: local)
         self.runner = runner
         self.positions = positions
         self._history_loader = history
         self._service: RiskService | None = None
         self._service_lock = threading.Lock()
         self.inputs: RiskInputs | None = None
+        self.result_report: Any = None  # the positions report the result was computed on
         self.report: Any = positions.report if positions is not None else None
         self.result: RiskResult | None = None
         self.calculations = 0
@@ -149,6 +152,11 @@ class RiskPanel(QWidget):
         self.cancel_button.setObjectName("risk_cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
+        self.report_button = QPushButton("Report…")
+        self.report_button.setObjectName("risk_report")
+        self.report_button.setToolTip("Save the result on screen as HTML, Excel or PDF")
+        self.report_button.setEnabled(False)
+        self.report_button.clicked.connect(self.save_report_dialog)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setMaximumWidth(120)
@@ -169,6 +177,7 @@ class RiskPanel(QWidget):
         bar.addWidget(self.progress)
         bar.addWidget(self.calc_button)
         bar.addWidget(self.cancel_button)
+        bar.addWidget(self.report_button)
 
         self.message = QLabel("Press Calculate, or revalue positions.")
         self.message.setObjectName("risk_message")
@@ -210,9 +219,17 @@ class RiskPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
 
         split = QSplitter(Qt.Orientation.Vertical)
+        from app.views.risk_charts import ContributionsChart
+
+        self.chart = ContributionsChart(runner)
+        self.chart.setObjectName("risk_contrib_chart")
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.table)
+        bottom.addWidget(self.chart)
+        bottom.setSizes([560, 340])
         split.addWidget(self.plot)
-        split.addWidget(self.table)
-        split.setSizes([260, 200])
+        split.addWidget(bottom)
+        split.setSizes([260, 220])
         var_tab = QWidget()
         var_tab.setObjectName("risk_var_tab")
         vlay = QVBoxLayout(var_tab)
@@ -265,7 +282,13 @@ class RiskPanel(QWidget):
         thread: the first call parses the bundled CSV files)."""
         with self._service_lock:
             if self._service is None:
-                self._service = RiskService(self._history_loader())
+                executor, compute = None, "local threads"
+                if self.scheduler:
+                    from app.engine.risk.scaleout import make_executor
+
+                    executor = make_executor(self.scheduler)
+                    compute = f"Dask cluster {self.scheduler}"
+                self._service = RiskService(self._history_loader(), executor, compute)
             return self._service
 
     def selected_books(self) -> list[str] | None:
@@ -313,28 +336,34 @@ class RiskPanel(QWidget):
         confidence = float(self.confidence.currentData())
         horizon = int(self.horizon.value())
 
-        def work(ctx: JobContext) -> tuple[RiskInputs, RiskResult | str]:
+        def work(ctx: JobContext) -> tuple[Any, RiskInputs, RiskResult | str]:
             try:
                 inputs = self.build_inputs(report, group_by, books)
             except (AttributeError, TypeError, KeyError) as exc:
                 raise ValueError(f"cannot read the positions: {exc}") from exc
             if not inputs.currencies:
                 if inputs.skipped:
-                    return (
-                        inputs,
-                        f"No risk factor for the products held: {', '.join(inputs.skipped)}.",
-                    )
-                return inputs, "No open positions with a delta exposure: nothing to measure."
+                    skipped = ", ".join(inputs.skipped)
+                    return report, inputs, f"No risk factor for the products held: {skipped}."
+                return (
+                    report,
+                    inputs,
+                    "No open positions with a delta exposure: nothing to measure.",
+                )
             ctx.progress(0.0, "reading price history")
             service = self.service()
             ctx.check()
-            return inputs, service.calculate(
+            return (
+                report,
                 inputs,
-                method,
-                confidence,
-                horizon,
-                progress=lambda f: ctx.progress(f, "simulating"),
-                cancelled=ctx.cancelled,
+                service.calculate(
+                    inputs,
+                    method,
+                    confidence,
+                    horizon,
+                    progress=lambda f: ctx.progress(f, "simulating"),
+                    cancelled=ctx.cancelled,
+                ),
             )
 
         self.calculations += 1
@@ -386,17 +415,22 @@ class RiskPanel(QWidget):
         self.currency.clear()
         self.table.setRowCount(0)
         self.plot.clear()
+        self.chart.set_risk(None)
+        self.report_button.setEnabled(False)
 
     # ------------------------------------------------------------------ display
 
-    def _on_result(self, out: tuple[RiskInputs, RiskResult | str]) -> None:
-        inputs, result = out
+    def _on_result(self, out: tuple[Any, RiskInputs, RiskResult | str]) -> None:
+        report, inputs, result = out
         self.inputs = inputs
+        self.result_report = report
+        self.chart.set_context(report, inputs.group_by, list(inputs.books_filter) or None)
         if isinstance(result, str):
             self._clear()
             self._show_message(result)
             return
         self.result = result
+        self.report_button.setEnabled(True)
         self.message.setStyleSheet("")
         self.message.setText(
             f"{METHODS[result.method]} · {result.confidence:.1%} · {result.horizon_days}-day · "
@@ -434,6 +468,39 @@ class RiskPanel(QWidget):
         c = self.result.currencies[self.currency.currentIndex()]
         self._fill_table(c)
         self._draw(c)
+        self.chart.set_risk(c)
+
+    # ------------------------------------------------------------------ report
+
+    def save_report_dialog(self) -> None:
+        """Ask for a file name and write the result on screen there (HTML, xlsx or PDF)."""
+        from PySide6.QtWidgets import QFileDialog
+
+        if self.result is None:
+            self._show_message("Nothing to report yet: calculate first.")
+            return
+        path, _filter = QFileDialog.getSaveFileName(
+            self, "Save risk report", f"risk-{self.result.as_of.isoformat()}.html",
+            "HTML (*.html);;Excel (*.xlsx);;PDF (*.pdf)",
+        )  # fmt: skip
+        if path:
+            self.save_report(path)
+
+    def save_report(self, path: str) -> None:
+        """Write the report of the result on screen to ``path`` on the job runner."""
+        result, report, inputs = self.result, self.result_report, self.inputs
+        if result is None:
+            self._show_message("Nothing to report yet: calculate first.")
+            return
+
+        def work(_ctx: JobContext) -> str:
+            from app.reports.risk import write_report
+
+            return str(write_report(result, report, path, inputs=inputs))
+
+        self.runner.submit("Risk report", work,
+                           on_result=lambda p: self.sig_message.emit(f"Risk report saved: {p}"),
+                           on_error=lambda e: self._show_message(f"Risk report failed: {e}"))  # fmt: skip
 
     def _fill_table(self, c: CurrencyRisk) -> None:
         rows = sorted(c.contributions, key=lambda r: -abs(r.contribution))

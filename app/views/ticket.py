@@ -3,16 +3,23 @@
 Keyboard-first: every field is reachable with Tab, combos search as you type, Ctrl+Return books,
 Escape closes. Validation is the service's (:func:`app.services.trading.validate_trade`), so the
 ticket, CSV import and scripts accept exactly the same trades. Nothing is written until valid.
+
+When the main window installs :data:`TicketDialog.hooks` (the What-if dock), a new-trade ticket
+also shows the **pre-trade impact** while the trader types (incremental VaR/ES of the trade's
+currency and the book's position change, computed off the GUI thread, 0.4 s after the last
+keystroke) and offers **Add to what-if**, which puts the validated trade in the sandbox and
+books nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
@@ -54,8 +61,24 @@ def _month_bounds(today: dt.date) -> tuple[dt.date, dt.date]:
     return start, end
 
 
+class TicketHooks(Protocol):
+    """What a new-trade ticket may ask of the workstation (the What-if dock provides it)."""
+
+    def add_to_whatif(self, raw: dict[str, Any], economics: dict[str, Any]) -> None: ...
+
+    def request_impact(
+        self,
+        economics: dict[str, Any],
+        on_result: Callable[[Any], None],
+        on_error: Callable[[str], None],
+    ) -> str | None: ...
+
+
 class TicketDialog(QDialog):
     """New trade (``record=None``) or amendment of ``record``'s current version."""
+
+    #: Installed by the main window; ``None`` in scripts and tests that do not need it.
+    hooks: ClassVar[TicketHooks | None] = None
 
     def __init__(
         self, service: TradingService, record: TradeRecord | None = None, parent: Any = None
@@ -128,6 +151,15 @@ class TicketDialog(QDialog):
         self.summary.setStyleSheet(FIELD_ERROR_STYLE)
         self.summary.setWordWrap(True)
         self.summary.hide()
+        self.impact = QLabel()
+        self.impact.setObjectName("ticket_impact")
+        self.impact.setWordWrap(True)
+        self.impact.setStyleSheet("color: #333; background: #eef3fb; padding: 4px;")
+        self.impact.setVisible(self.hooks is not None and record is None)
+        self._impact_timer = QTimer(self)
+        self._impact_timer.setSingleShot(True)
+        self._impact_timer.setInterval(400)
+        self._impact_timer.timeout.connect(self.request_impact)
 
         buttons = QDialogButtonBox()
         self.book_button = QPushButton("Book trade" if record is None else "Save amendment")
@@ -136,9 +168,16 @@ class TicketDialog(QDialog):
         buttons.addButton(self.book_button, QDialogButtonBox.ButtonRole.AcceptRole)
         self.cancel_trade_button = QPushButton("Cancel trade…")
         self.history_button = QPushButton("History…")
+        self.whatif_button = QPushButton("Add to what-if")
+        self.whatif_button.setObjectName("ticket_whatif")
+        self.whatif_button.setToolTip("Put this trade in the What-if sandbox; nothing is booked")
+        self.whatif_button.setAutoDefault(False)
+        self.whatif_button.clicked.connect(self.add_to_whatif)
         if record is not None:
             buttons.addButton(self.cancel_trade_button, QDialogButtonBox.ButtonRole.ActionRole)
             buttons.addButton(self.history_button, QDialogButtonBox.ButtonRole.ActionRole)
+        elif self.hooks is not None:
+            buttons.addButton(self.whatif_button, QDialogButtonBox.ButtonRole.ActionRole)
         close = buttons.addButton(QDialogButtonBox.StandardButton.Close)
         close.setAutoDefault(False)
         self.book_button.clicked.connect(self.submit)
@@ -152,6 +191,7 @@ class TicketDialog(QDialog):
         lay.addLayout(form)
         lay.addWidget(self.option_box)
         lay.addWidget(self.summary)
+        lay.addWidget(self.impact)
         lay.addWidget(buttons)
         # Option fields sit after delivery in tab order, before the comment.
         self.setTabOrder(self.delivery_end, self.option_type)
@@ -164,6 +204,53 @@ class TicketDialog(QDialog):
         self._update_units()
         self._update_option_visibility()
         self.counterparty.setFocus() if record is None else self.quantity.setFocus()
+        if self.impact.isVisibleTo(self):
+            self._watch_fields()
+            self.impact.setText("Pre-trade impact appears here once the ticket is complete.")
+
+    # -- pre-trade impact and what-if --------------------------------------------------------
+    def _watch_fields(self) -> None:
+        start = self._impact_timer.start
+        for w in self.fields.values():
+            if isinstance(w, QLineEdit):
+                w.textChanged.connect(start)
+            elif isinstance(w, QComboBox):
+                w.currentTextChanged.connect(start)
+            elif isinstance(w, QDateEdit):
+                w.dateChanged.connect(start)
+
+    def request_impact(self) -> None:
+        """Ask the hooks for the impact of the ticket's trade (when it validates)."""
+        hooks = self.hooks
+        if hooks is None:
+            return
+        res = self.service.validate(self.raw())
+        if not res.ok:
+            self.impact.setText("Pre-trade impact appears here once the ticket is complete.")
+            return
+        self.impact.setText("Pre-trade impact: calculating…")
+        msg = hooks.request_impact(res.economics, self._on_impact, self._on_impact_error)
+        if msg:
+            self.impact.setText(msg)
+
+    def _on_impact(self, impact: Any) -> None:
+        self.impact.setText(impact.text())
+
+    def _on_impact_error(self, text: str) -> None:
+        self.impact.setText(f"Pre-trade impact unavailable: {text}")
+
+    def add_to_whatif(self) -> None:
+        """Validate and hand the trade to the What-if sandbox; nothing is written."""
+        hooks = self.hooks
+        if hooks is None:
+            return
+        raw = self.raw()
+        res = self.service.validate(raw)
+        if not res.ok:
+            self.show_errors(res.errors)
+            return
+        hooks.add_to_whatif(raw, res.economics)
+        self.reject()
 
     # -- construction helpers ---------------------------------------------------------------
     def _combo(self, items: list[str], editable: bool = False) -> QComboBox:

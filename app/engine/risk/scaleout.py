@@ -245,10 +245,11 @@ def _block_rows(n: int, executor: Executor, block_rows: int | None, align: int) 
 
 
 def _mc_task(
-    shared: tuple[RiskBook, FloatArray, float, float], task: tuple[int, dict[str, Any]]
+    shared: tuple[RiskBook, FloatArray, float, float, FloatArray | None, bool],
+    task: tuple[int, dict[str, Any]],
 ) -> tuple[FloatArray, int]:
     """P&L of one block of scenarios: re-draw its normals from the recorded generator state."""
-    book, chol_t, vol_shift, horizon_days = shared
+    book, chol_t, vol_shift, horizon_days, loadings_t, by_group = shared
     size, state = task
     bit_gen = getattr(np.random, state["bit_generator"])()
     bit_gen.state = state
@@ -256,8 +257,11 @@ def _mc_task(
     shocks = np.empty_like(z)
     for b in range(0, size, _MC_BLOCK):  # the 256-row blocks of monte_carlo_var_es
         shocks[b : b + _MC_BLOCK] = z[b : b + _MC_BLOCK] @ chol_t
+    if loadings_t is not None:
+        shocks = shocks @ loadings_t  # factor moves x = L s
     stats = RevalStats()
-    pnl = revalue(book, shocks, vol_shift, horizon_days, workers=1, stats=stats)
+    pnl = revalue(book, shocks, vol_shift, horizon_days, by_group=by_group, workers=1,
+                  stats=stats)  # fmt: skip
     return pnl, stats.nonpositive
 
 
@@ -276,6 +280,8 @@ def monte_carlo_full_reval(
     cancelled: Callable[[], bool] | None = None,
     ci_level: float = 0.95,
     stats: RevalStats | None = None,
+    loadings: ArrayLike | None = None,
+    by_group: bool = False,
 ) -> MonteCarloResult:
     """Monte Carlo VaR/ES of ``book`` by full revaluation, scenario blocks on ``executor``.
 
@@ -302,6 +308,11 @@ def monte_carlo_full_reval(
         waiting (:class:`concurrent.futures.CancelledError`).
     stats : RevalStats, optional
         Filled with the scenario count and the option cells valued at intrinsic.
+    loadings : array_like, shape (m, k), optional
+        Draw the shocks ``s`` in a ``k``-dimensional space (``cov`` is then ``k x k``) and move
+        the book's factors by ``x = L s`` (e.g. a few history series driving many tenors).
+    by_group : bool
+        Also return the per-group P&L matrix (``MonteCarloResult.by_group``).
 
     Returns
     -------
@@ -316,7 +327,14 @@ def monte_carlo_full_reval(
     if s.ndim == 0:
         s = s.reshape(1, 1)
     m = book.n_factors
-    check("cov", s.shape == (m, m), f"of shape ({m}, {m}) to match the book's factors")
+    load_t: FloatArray | None = None
+    if loadings is not None:
+        lmat = as_float("loadings", loadings)
+        check("loadings", lmat.ndim == 2 and lmat.shape[0] == m,
+              f"of shape ({m}, k) to match the book's factors")  # fmt: skip
+        load_t = np.ascontiguousarray(lmat.T)
+        m = lmat.shape[1]
+    check("cov", s.shape == (m, m), f"of shape ({m}, {m}) to match the shock dimension")
     check("cov", np.allclose(s, s.T, rtol=1e-10, atol=0.0), "symmetric")
     try:
         chol = np.linalg.cholesky(s)
@@ -345,15 +363,20 @@ def monte_carlo_full_reval(
         rng.standard_normal(out=buf[:size])
     del buf
 
-    shared = (book, np.ascontiguousarray(chol.T), float(vol_shift), float(horizon_days))
+    shared = (book, np.ascontiguousarray(chol.T), float(vol_shift), float(horizon_days), load_t,
+              bool(by_group))  # fmt: skip
+    groups = np.empty((n, book.n_groups)) if by_group else None
     pnl = np.empty(n)
     done = 0
     nonpos = 0
     with contextlib.closing(ex.imap_unordered(_mc_task, shared, tasks, cancelled)) as results:
         for i, (block, bad) in results:
             size = tasks[i][0]
-            if block.shape != (size,) or not np.isfinite(block).all():
+            if not np.isfinite(block).all():
                 raise ValueError("full revaluation returned NaN or infinite P&L")
+            if groups is not None:
+                groups[starts[i] : starts[i] + size] = block
+                block = block.sum(axis=1)
             pnl[starts[i] : starts[i] + size] = block
             nonpos += bad
             done += size
@@ -374,6 +397,7 @@ def monte_carlo_full_reval(
         ci_level=float(level),
         n_scenarios=n,
         pnl=pnl,
+        by_group=groups,
     )
 
 

@@ -559,6 +559,9 @@ class MonteCarloResult:
         Number of scenarios simulated.
     pnl : ndarray
         Simulated P&L, shape ``(n_scenarios,)``, in scenario order.
+    by_group : ndarray or None
+        ``(n_scenarios, groups)`` P&L per group when asked for (``by_group=True`` of
+        :func:`~app.engine.risk.scaleout.monte_carlo_full_reval`); rows sum to ``pnl``.
     """
 
     var: float
@@ -567,6 +570,7 @@ class MonteCarloResult:
     ci_level: float
     n_scenarios: int
     pnl: FloatArray
+    by_group: FloatArray | None = None
 
 
 def _quantile_ci_ranks(n: int, alpha: float, level: float) -> tuple[int, int]:
