@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -10,6 +11,7 @@ os.environ.setdefault("QE_NO_KEYRING", "1")
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,30 @@ def need_shared(sub: str) -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _gc_on_main_thread() -> Iterator[None]:
+    """As the app does (``app.views.application.gui_thread_gc``): never let the cyclic
+    collector run in a worker thread, where it could destroy Qt objects of a closed window
+    and deadlock against the GUI thread. Collected after every test instead (main thread)."""
+    gc.disable()
+    yield
+    gc.enable()
+
+
+@pytest.fixture(autouse=True)
+def _collect_after_test() -> Iterator[None]:
+    """Delete the widgets a test closed (pytest-qt's ``deleteLater``) and collect their
+    Python wrappers now, on the main thread -- not during the next test, where a worker
+    thread could run a destructor of the same window concurrently (a deadlock seen in CI)."""
+    yield
+    if "PySide6.QtCore" in sys.modules:
+        from PySide6.QtCore import QCoreApplication, QEvent
+
+        if QCoreApplication.instance() is not None:
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

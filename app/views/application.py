@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QLockFile, QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QMessageBox
@@ -134,10 +135,27 @@ def run_gui(
     # collector's full passes (70-90 ms pauses with thousands of ticking rows, measured).
     gc.collect()
     gc.freeze()
+    collector = gui_thread_gc()
     rc = app.exec()
+    collector.timer.stop()
     close_context(ctx)
     lock.unlock()
     return rc or code or _screenshot_status.get("rc", 0)
+
+
+def gui_thread_gc(interval_s: float = 1.0) -> Any:
+    """Run Python's cyclic garbage collector only on the GUI thread, on a timer.
+
+    Left automatic, the collector runs in whichever thread allocates when a threshold is
+    crossed -- often a job-runner worker -- and may then destroy Qt objects of a closed dialog
+    or window there: shiboken needs the GIL inside ``~QObject`` while the GUI thread, holding the
+    GIL, waits for the same object's mutex (a deadlock seen in the GUI tests). pyqtgraph's
+    ``GarbageCollector`` disables automatic collection and collects from a ``QTimer``. Keep the
+    returned object alive.
+    """
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    return GarbageCollector(interval=interval_s)
 
 
 _screenshot_status: dict[str, int] = {}

@@ -160,6 +160,7 @@ class JobRunner(QObject):
         self._by_key: dict[str, Job] = {}
         self._relay = _Relay(self)
         self._relay.sig_done.connect(self._finish)
+        self.closed = False  # after shutdown(): new jobs are cancelled, never started
 
     def submit(
         self,
@@ -193,6 +194,10 @@ class JobRunner(QObject):
         del self.jobs[:-50]  # keep a short history for the Jobs dock
         self.sig_job_added.emit(job)
         self.sig_changed.emit()
+        if self.closed:  # the window is closing: nothing new may touch the store
+            job.cancel()
+            job.state = JobState.CANCELLED
+            return job
         self.pool.start(_Runnable(job, self._relay.sig_done.emit))
         return job
 
@@ -220,6 +225,8 @@ class JobRunner(QObject):
             j.cancel()
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
-        """Cancel everything and wait for the workers (call before the store closes)."""
+        """Cancel everything and wait for the workers (call before the store closes); later
+        submissions are cancelled without running."""
+        self.closed = True
         self.cancel_all()
         return bool(self.pool.waitForDone(timeout_ms))

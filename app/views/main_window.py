@@ -362,6 +362,7 @@ class MainWindow(QMainWindow):
         self.blotter.model.set_refdata(ref)
         self.blotter.fill_filter_choices()
         self.reload_blotter()
+        self.positions.reload()  # a snapshot read while the demo desk was seeding is stale
 
     def reload_blotter(self) -> None:
         """(Re)load every current trade, first rows visible immediately."""

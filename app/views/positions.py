@@ -631,6 +631,8 @@ class PositionsPanel(QWidget):
         self.as_of: Callable[[], dt.date] = dt.date.today
         self.vol: float = DEFAULT_VOL
         self.show_drill_dialog = True
+        #: Panels that read ``report`` (Risk, What-if): their visibility keeps revaluation on.
+        self.consumers: list[QWidget] = []
         #: Revaluations submitted so far (tests and the Jobs dock read it).
         self.revaluations = 0
         self.report: PositionReport | None = None
@@ -795,7 +797,7 @@ class PositionsPanel(QWidget):
         # Coalesce a burst of trade events (an import, a run of amendments) into one read,
         # without waiting for the curve throttle's full interval.
         busy = self._throttle.isActive() and self._throttle.remainingTime() <= COALESCE_MS
-        if self.isVisible() and not busy:
+        if self.wanted() and not busy:
             self._throttle.start(COALESCE_MS)
 
     def on_curves(self, products: set[str]) -> None:
@@ -803,7 +805,7 @@ class PositionsPanel(QWidget):
         if self._snapshot is not None and not (products & self._held or "*" in products):
             return
         self._dirty = True
-        if not self.isVisible():
+        if not self.wanted():
             return
         if not self._throttle.isActive():
             since = (time.monotonic() - self._last_submit) * 1000.0
@@ -811,6 +813,14 @@ class PositionsPanel(QWidget):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
+        self.kick()
+
+    def wanted(self) -> bool:
+        """Revalue while this panel or a panel that reads its report (Risk, What-if) shows."""
+        return self.isVisible() or any(c.isVisible() for c in self.consumers)
+
+    def kick(self) -> None:
+        """Revalue now if something changed since the last report (a consumer became visible)."""
         if self._dirty and not self._throttle.isActive():
             self._throttle.start(0)
 

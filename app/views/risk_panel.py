@@ -250,8 +250,16 @@ class RiskPanel(QWidget):
 
         if positions is not None and hasattr(positions, "sig_revalued"):
             positions.sig_revalued.connect(self.on_revalued)
+        if positions is not None and hasattr(positions, "consumers"):
+            positions.consumers.append(self)
 
     # ------------------------------------------------------------------ inputs
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        kick = getattr(self.positions, "kick", None)
+        if kick is not None:
+            kick()  # the positions may be stale while their dock was hidden
 
     def add_tab(self, widget: QWidget, title: str) -> int:
         """Add a sub-panel (stress, scenarios, backtest, limits ...) as a tab."""
@@ -345,6 +353,12 @@ class RiskPanel(QWidget):
                 if inputs.skipped:
                     skipped = ", ".join(inputs.skipped)
                     return report, inputs, f"No risk factor for the products held: {skipped}."
+                if inputs.n_unmarked:
+                    waiting = (
+                        f"No marked positions yet: {inputs.n_unmarked:,} open trade(s) have no "
+                        "curve (waiting for prices)."
+                    )
+                    return report, inputs, waiting
                 return (
                     report,
                     inputs,
@@ -573,4 +587,4 @@ class RiskPanel(QWidget):
             self.plot.addItem(line)
             self.plot.plot([value, value], [0, 0], pen=pg.mkPen(pen_rgb, width=2), name=label)
         days = self.result.horizon_days if self.result else 1
-        self.plot.setLabel("bottom", f"{days}-day P&L ({ccy})")
+        self.plot.setLabel("bottom", f"{days}-day P&L", units=ccy)  # SI prefix: k, M ...

@@ -133,7 +133,8 @@ class WhatIfPanel(QWidget):
         self.results.horizontalHeader().setSectionResizeMode(
             QHeaderView.ResizeMode.ResizeToContents
         )
-        self.results.horizontalHeader().setStretchLastSection(True)
+        self.results.horizontalHeader().setStretchLastSection(False)
+        self.results.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.note = QLabel("")
         self.note.setObjectName("whatif_note")
         self.note.setWordWrap(True)
@@ -175,6 +176,8 @@ class WhatIfPanel(QWidget):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(split)
 
+        if hasattr(positions, "consumers"):
+            positions.consumers.append(self)
         self._auto = QTimer(self)
         self._auto.setSingleShot(True)
         self._auto.setInterval(300)
