@@ -250,6 +250,8 @@ def risk_inputs(
     Samuelson term structure per product for the spot-to-tenor proxy (missing: loading 1).
     Trades that are not marked (no curve, beyond the curve) are counted in ``n_unmarked``.
     """
+    import pandas as pd
+
     from app.engine.risk.book import risk_book  # lazy: scipy.sparse
 
     if group_by not in GROUP_BY:
@@ -263,10 +265,7 @@ def risk_inputs(
     unit = np.asarray(report.unit, dtype=object)
     book_ids = np.asarray(cols["book_id"]) if "book_id" in cols else np.zeros(n, dtype=np.int64)
     ref_books = snap.ref.books
-    book_name = np.array(
-        [ref_books[int(b)].name if int(b) in ref_books else f"#{int(b)}" for b in book_ids],
-        dtype=object,
-    )
+    book_name = _lookup(book_ids, lambda b: ref_books[b].name if b in ref_books else f"#{b}")
     keep = np.ones(n, dtype=bool)
     books_filter: tuple[str, ...] = ()
     if books:
@@ -275,14 +274,14 @@ def risk_inputs(
         unknown = sorted(b for b in books if b.casefold() not in known)
         if unknown:
             raise ValueError(f"unknown book(s): {', '.join(unknown)}")
-        keep = np.array([str(b).casefold() in wanted for b in book_name], dtype=bool)
+        keep = _lookup(book_name, lambda b: str(b).casefold() in wanted).astype(bool)
         books_filter = tuple(books)
     reason = np.asarray(val.reason)
     open_ = np.asarray(val.open_qty) > 0
     in_scope = keep & open_
-    skipped = tuple(sorted({str(p) for p in product[in_scope] if str(p) not in PROXIES}))
+    skipped = tuple(sorted(str(p) for p in pd.unique(product[in_scope]) if str(p) not in PROXIES))
     unmarked = in_scope & (reason != 0)
-    usable = in_scope & (reason == 0) & np.array([str(p) in PROXIES for p in product], dtype=bool)
+    usable = in_scope & (reason == 0) & _lookup(product, lambda p: str(p) in PROXIES).astype(bool)
     is_opt = np.asarray(cols["instrument"]) == _OPTION if n else np.zeros(0, dtype=bool)
     is_call = np.asarray(cols["option_type"]) == _CALL if n else np.zeros(0, dtype=bool)
     strike = (
@@ -294,14 +293,18 @@ def risk_inputs(
     exp = np.asarray(snap.expiry, dtype="datetime64[D]")
     t_exp = np.where(is_opt, (exp - as_of_d).astype(float) / 365.0, 0.0) if n else np.zeros(0)
     vol_of = {str(k): float(v) for k, v in report.vol.items()}
-    vol = np.array([vol_of.get(str(p), 0.0) for p in product], dtype=float)
+    vol = _lookup(product, lambda p: vol_of.get(str(p), 0.0)).astype(float)
     trade_of_slice = np.asarray(val.slices.trade, dtype=np.int64)
     out: list[CurrencyBook] = []
-    for ccy in sorted({str(c) for c in currency[usable]}):
+    for ccy in sorted(str(c) for c in pd.unique(currency[usable])):
         sel = usable & (currency == ccy)
-        prods = tuple(sorted({str(p) for p in product[sel]}))
+        prods = tuple(sorted(str(p) for p in pd.unique(product[sel])))
         pidx = {p: i for i, p in enumerate(prods)}
-        curve_of_trade = np.array([pidx.get(str(p), -1) for p in product], dtype=np.int64)
+
+        def curve_index(p: Any, m: dict[str, int] = pidx) -> int:
+            return m.get(str(p), -1)
+
+        curve_of_trade = _lookup(product, curve_index).astype(np.int64)
         curve_of_trade[~sel] = -1
         if group_by == "product":
             labels_of = product
@@ -312,10 +315,10 @@ def risk_inputs(
             labels_of = np.array(
                 [f"{str(u)[:8]} {p}" for u, p in zip(uu, product, strict=True)], dtype=object
             )
-        labels = tuple(sorted({str(x) for x in labels_of[sel]}))
-        lidx = {x: i for i, x in enumerate(labels)}
+        codes, uniq = pd.factorize(labels_of[sel], sort=True)
+        labels = tuple(str(x) for x in uniq)
         group = np.full(n, -1, dtype=np.int64)
-        group[sel] = [lidx[str(x)] for x in labels_of[sel]]
+        group[sel] = codes
         book = risk_book(
             val,
             curve_of_trade[trade_of_slice],
@@ -337,21 +340,8 @@ def risk_inputs(
             j = fp == p
             loading[j] = PROXIES[p].scale * tenor_loading(vols.get(p), tau[j])
         src = np.array([PROXIES[p].source for p in fp], dtype=object)
-        delta_qty = np.asarray(val.delta_qty, dtype=float)
-        g_delta = np.full(len(labels), np.nan)
-        g_unit = []
-        g_proxy = []
-        for g in range(len(labels)):
-            members = group == g
-            g_prods = sorted({str(p) for p in product[members]})
-            g_proxy.append("; ".join(f"{p} {PROXIES[p].text()}" if len(g_prods) > 1
-                                     else PROXIES[p].text() for p in g_prods))  # fmt: skip
-            us = {str(u) for u in unit[members]}
-            if len(us) == 1 and len({str(p) for p in product[members]}) == 1:
-                g_delta[g] = float(delta_qty[members].sum())
-                g_unit.append(us.pop())
-            else:
-                g_unit.append("")
+        g_delta, g_unit, g_proxy = _group_meta(group[sel], len(labels), product[sel], unit[sel],
+                                               np.asarray(val.delta_qty, dtype=float)[sel])  # fmt: skip
         out.append(
             CurrencyBook(
                 currency=ccy,
@@ -377,6 +367,45 @@ def risk_inputs(
         n_unmarked=int(unmarked.sum()),
         skipped=skipped,
     )
+
+
+def _lookup(values: np.ndarray, fn: Callable[[Any], Any]) -> np.ndarray:
+    """``fn`` applied once per distinct value (books, products: a handful per million trades)."""
+    import pandas as pd  # hash-based factorize: O(n), where np.unique sorts Python objects
+
+    codes, uniq = pd.factorize(np.asarray(values).ravel())
+    table = np.empty(len(uniq), dtype=object)
+    table[:] = [fn(u.item() if hasattr(u, "item") else u) for u in uniq]
+    return table[codes] if len(uniq) else np.empty(0, dtype=object)
+
+
+def _group_meta(
+    group: np.ndarray, n_groups: int, product: np.ndarray, unit: np.ndarray, delta: np.ndarray
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Per group: summed delta (NaN when it mixes products), unit ('' then) and history text."""
+    import pandas as pd
+
+    pcode, puniq = pd.factorize(product)
+    pairs = np.unique(group.astype(np.int64) * max(len(puniq), 1) + pcode)
+    prods_of: list[list[str]] = [[] for _ in range(n_groups)]
+    for key in pairs.tolist():
+        g, p = divmod(int(key), max(len(puniq), 1))
+        prods_of[g].append(str(puniq[p]))
+    first = np.unique(pcode, return_index=True)[1]
+    unit_of = {str(puniq[pcode[i]]): str(unit[i]) for i in first.tolist()}
+    sums = np.bincount(group, weights=delta, minlength=n_groups)
+    g_delta = np.full(n_groups, np.nan)
+    g_unit, g_proxy = [], []
+    for g, prods in enumerate(prods_of):
+        prods.sort()
+        if len(prods) == 1:
+            g_delta[g] = sums[g]
+            g_unit.append(unit_of[prods[0]])
+            g_proxy.append(PROXIES[prods[0]].text())
+        else:
+            g_unit.append("")
+            g_proxy.append("; ".join(f"{p} {PROXIES[p].text()}" for p in prods))
+    return g_delta, g_unit, g_proxy
 
 
 @dataclass(frozen=True)

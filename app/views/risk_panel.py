@@ -116,6 +116,7 @@ class RiskPanel(QWidget):
         self._service_lock = threading.Lock()
         self.inputs: RiskInputs | None = None
         self.result_report: Any = None  # the positions report the result was computed on
+        self._items: dict[str, Any] = {}  # histogram items, reused (see _chart_items)
         self.report: Any = positions.report if positions is not None else None
         self.result: RiskResult | None = None
         self.calculations = 0
@@ -428,7 +429,8 @@ class RiskPanel(QWidget):
         self.note.setText("")
         self.currency.clear()
         self.table.setRowCount(0)
-        self.plot.clear()
+        for item in list(self._items.values())[1:]:
+            self._show_item(item, False)
         self.chart.set_risk(None)
         self.report_button.setEnabled(False)
 
@@ -545,46 +547,68 @@ class RiskPanel(QWidget):
         put(t, 4, _money(total), True, True)
         put(t, 5, "100.0%" if c.es else "–", True, True)
 
-    def _draw(self, c: CurrencyRisk) -> None:
+    def _chart_items(self) -> dict[str, Any]:
+        """The histogram's items, built once and updated in place on every result (rebuilding
+        them, legend included, cost more than the whole historical calculation)."""
+        if self._items:
+            return self._items
         import pyqtgraph as pg
 
-        self.plot.clear()
-        self.plot.addLegend(
+        legend = self.plot.addLegend(
             offset=(-10, 10), labelTextColor=(40, 40, 40), brush=(255, 255, 255, 220)
         )
+        items: dict[str, Any] = {"legend": legend}
+        for key, color, name in (
+            ("bars", (90, 130, 200, 180), "scenario P&L"),
+            ("tail", (200, 80, 70, 200), "beyond VaR"),
+        ):
+            items[key] = pg.BarGraphItem(x0=[0.0], x1=[0.0], height=[0.0], brush=pg.mkBrush(color),
+                                         pen=pg.mkPen((60, 60, 60, 120)), name=name)  # fmt: skip
+        items["density"] = pg.PlotDataItem(pen=pg.mkPen((90, 130, 200), width=2),
+                                           name="normal P&L density")  # fmt: skip
+        for key, rgb in (("var", (200, 120, 0)), ("es", (180, 0, 0))):
+            pen = pg.mkPen(rgb, width=2, style=Qt.PenStyle.DashLine)
+            items[key] = pg.InfiniteLine(pos=0.0, angle=90, pen=pen)
+            items[key + "_key"] = pg.PlotDataItem([0.0, 0.0], [0.0, 0.0],
+                                                  pen=pg.mkPen(rgb, width=2), name=key)  # fmt: skip
+        self._items = items
+        return items
+
+    def _show_item(self, item: Any, on: bool) -> None:
+        """Add ``item`` to the plot (and its legend) or take it out."""
+        inside = item in self.plot.getPlotItem().items
+        if on and not inside:
+            self.plot.addItem(item)
+        elif not on and inside:
+            self.plot.removeItem(item)
+
+    def _draw(self, c: CurrencyRisk) -> None:
+        it = self._chart_items()
         ccy = c.currency
-        if c.pnl.size:
-            pnl = c.pnl
-            counts, edges = np.histogram(pnl, bins=min(60, max(10, pnl.size // 10)))
+        hist = c.pnl.size > 0
+        dens = not hist and math.isfinite(c.sigma) and c.sigma > 0
+        if hist:
+            counts, edges = np.histogram(c.pnl, bins=min(60, max(10, c.pnl.size // 10)))
             tail = edges[:-1] < -c.var
-            for mask, color, name in (
-                (~tail, (90, 130, 200, 180), "scenario P&L"),
-                (tail, (200, 80, 70, 200), "beyond VaR"),
-            ):
+            for key, mask in (("bars", ~tail), ("tail", tail)):
                 if mask.any():
-                    bars = pg.BarGraphItem(
-                        x0=edges[:-1][mask],
-                        x1=edges[1:][mask],
-                        height=counts[mask],
-                        brush=pg.mkBrush(color),
-                        pen=pg.mkPen((60, 60, 60, 120)),
-                        name=name,
-                    )
-                    self.plot.addItem(bars)
+                    it[key].setOpts(x0=edges[:-1][mask], x1=edges[1:][mask], height=counts[mask])
+                self._show_item(it[key], bool(mask.any()))
             self.plot.setLabel("left", "scenarios")
-        elif math.isfinite(c.sigma) and c.sigma > 0:
+        else:
+            self._show_item(it["bars"], False)
+            self._show_item(it["tail"], False)
+        if dens:
             x = np.linspace(-4.5 * c.sigma, 4.5 * c.sigma, 400)
             y = np.exp(-0.5 * (x / c.sigma) ** 2) / (c.sigma * math.sqrt(2 * math.pi))
-            self.plot.plot(x, y, pen=pg.mkPen((90, 130, 200), width=2), name="normal P&L density")
+            it["density"].setData(x, y)
             self.plot.setLabel("left", "density")
-        for value, pen_rgb, label in (
-            (-c.var, (200, 120, 0), f"VaR {_money(c.var)}"),
-            (-c.es, (180, 0, 0), f"ES {_money(c.es)}"),
-        ):
-            line = pg.InfiniteLine(
-                pos=value, angle=90, pen=pg.mkPen(pen_rgb, width=2, style=Qt.PenStyle.DashLine)
-            )
-            self.plot.addItem(line)
-            self.plot.plot([value, value], [0, 0], pen=pg.mkPen(pen_rgb, width=2), name=label)
+        self._show_item(it["density"], dens)
+        for key, value, label in (("var", c.var, "VaR"), ("es", c.es, "ES")):
+            it[key].setPos(-value)
+            self._show_item(it[key], True)
+            self._show_item(it[key + "_key"], True)
+            it["legend"].getLabel(it[key + "_key"]).setText(f"{label} {_money(value)}")
+        self.plot.getPlotItem().enableAutoRange()
         days = self.result.horizon_days if self.result else 1
         self.plot.setLabel("bottom", f"{days}-day P&L", units=ccy)  # SI prefix: k, M ...
