@@ -249,6 +249,20 @@ def smoke(label: str, data_dir: Path, shot: Path, timeout: float) -> Run:
 # ---- main ----------------------------------------------------------------------------------------
 
 
+def report_smoke(data_dir: Path, out: Path, timeout: float) -> float:
+    """``quantaenergi risk report`` from the bundle (headless; fpdf2 and the risk engine must
+    be inside it): exit 0 and a PDF written."""
+    t0 = time.monotonic()
+    cmd = [str(EXE), "risk", "report", "--data-dir", str(data_dir), "--method", "hist",
+           "--out", str(out)]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
+    if res.returncode != 0:
+        raise Failure(f"risk report exited {res.returncode}: {res.stderr.strip()[-500:]}")
+    if not out.is_file() or not out.read_bytes().startswith(b"%PDF"):
+        raise Failure(f"risk report wrote no PDF at {out}")
+    return time.monotonic() - t0
+
+
 def build() -> float:
     cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "WARN",
            "--distpath", str(DIST), "--workpath", str(BUILD), str(SPEC)]  # fmt: skip
@@ -283,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise Failure(f"the first run created no store in {data}")
             print("package: smoke test 2/2 (existing store) ...", flush=True)
             second = smoke("existing store", data, tmp / "second.png", args.timeout)
+            print("package: headless risk report (PDF) ...", flush=True)
+            report_s = report_smoke(data, tmp / "risk.pdf", args.timeout)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         size = bundle_size_mib(BUNDLE)
@@ -306,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  bundle size   {size:.1f} MiB")
     print(f"  build time    {'n/a (--skip-build)' if build_s is None else f'{build_s:.1f} s'}")
     print(f"  self-test     {imports.removeprefix('selftest ok ')} imported")
+    print(f"  risk report   PDF written headless in {report_s:.1f} s")
     print()
     for row in rows:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

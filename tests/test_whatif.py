@@ -238,3 +238,32 @@ def test_ticket_shows_pre_trade_impact_and_adds_to_the_sandbox(
     panel.shock_pct.setValue(0)
     panel.add_shock_from_editor()
     assert "needs a shift" in panel.message.text() and not panel.sandbox.shocks
+
+
+def test_limit_usage_side_by_side_and_in_the_pre_trade_impact(desk: Any, history: Any) -> None:
+    from app.models.limits import LimitDraft, LimitRepository
+    from app.services.limits import LimitService
+
+    store, trading, positions = desk
+    repo = LimitRepository(store)
+    book = trading.refdata.book_by_name("DEMO Oil")
+    lim = repo.create(LimitDraft(book.id, "position", "2000000", product="CR-BRENT"), "risk")
+    n_breaches = len(repo.breaches(limit=100))
+    limits = LimitService(repo, RiskService(history))
+    svc = WhatIfService(positions, RiskService(history), SIM_PARAMS, limits)
+    econ = trading.validate(_raw()).economics
+    res = svc.compare(positions.snapshot(), CURVES, AS_OF, 0.35, Sandbox([econ]))
+    row = next(r for r in res.rows if r.section == "limit")
+    # Brute force: |net delta| of DEMO Oil CR-BRENT trades, before and after the sell.
+    rep = res.real_report
+    sel = (rep.product == "CR-BRENT") & (rep.snapshot.columns["book_id"] == book.id)
+    net = float(np.nansum(rep.valuation.delta_qty[sel]))
+    assert row.real == pytest.approx(abs(net), rel=1e-9)
+    assert row.sandbox == pytest.approx(abs(net - 250_000), rel=1e-9)
+    assert lim.title in row.label
+    imp = svc.pre_trade(positions.snapshot(), CURVES, AS_OF, 0.35, econ)
+    (title, before, after, _status), *_ = imp.limits
+    assert title == lim.title and before == pytest.approx(abs(net) / 2e6, rel=1e-9)
+    assert after == pytest.approx(abs(net - 250_000) / 2e6, rel=1e-9)
+    assert "limit " + lim.title in imp.text()
+    assert len(repo.breaches(limit=100)) == n_breaches  # measured, never recorded

@@ -165,7 +165,7 @@ def snapshot_with(
 class WhatIfRow:
     """One line of the side-by-side comparison (``real`` and ``sandbox`` in ``unit``)."""
 
-    section: str  # "risk" | "mtm" | "position"
+    section: str  # "risk" | "mtm" | "position" | "limit"
     label: str
     unit: str
     real: float
@@ -205,6 +205,7 @@ class PreTradeImpact:
     mtm: float  # the trade's own mark-to-market at the current curves
     method: str
     confidence: float
+    limits: tuple[tuple[str, float, float, str], ...] = ()  # (title, util before, after, status)
 
     @property
     def incremental_var(self) -> float:
@@ -222,7 +223,7 @@ class PreTradeImpact:
             f"({self.incremental_var:+,.0f}) · ES {self.incremental_es:+,.0f} · "
             f"{self.book} {self.product} {self.position_before:,.0f} → "
             f"{self.position_after:,.0f} {self.unit} · MTM {self.mtm:+,.0f}"
-        )
+        ) + "".join(f" · limit {t} {_pct(a)} → {_pct(b)} ({st})" for t, a, b, st in self.limits)
 
 
 class WhatIfService:
@@ -233,10 +234,20 @@ class WhatIfService:
         positions: PositionService,
         risk: RiskService,
         tenor_vols: Mapping[str, TenorVol] | None = None,
+        limits: Any = None,
     ) -> None:
         self.positions = positions
         self.risk = risk
         self.tenor_vols = tenor_vols
+        #: A :class:`~app.services.limits.LimitService`: its ``evaluate`` measures usage
+        #: without recording anything (``None``: no limit rows).
+        self.limits = limits
+
+    def _limit_usage(self, report: PositionReport, book_id: int | None = None) -> list[Any]:
+        if self.limits is None:
+            return []
+        usages = self.limits.evaluate(report)
+        return [u for u in usages if book_id is None or u.limit.book_id == book_id]
 
     def _risk(self, report: PositionReport, method: str, confidence: float, horizon: int,
               books: Sequence[str] | None) -> RiskResult | None:  # fmt: skip
@@ -306,6 +317,10 @@ class WhatIfService:
             s = _sum(sand, scope_s & (sand.product == p), sand.valuation.delta_qty)
             if r or s:
                 rows.append(WhatIfRow("position", f"{p} delta", unit, r, s))
+        for ru, su in zip(self._limit_usage(real), self._limit_usage(sand), strict=True):
+            util = f"{_pct(ru.utilisation)} → {_pct(su.utilisation)}, {su.status}"
+            rows.append(WhatIfRow("limit", f"Limit {ru.limit.title} ({util})", ru.unit,
+                                  ru.usage, su.usage))  # fmt: skip
         how = r_risk.note() if r_risk is not None else (s_risk.note() if s_risk else "")
         parts = [f"{len(sandbox.trades)} hypothetical trade(s)"]
         if sandbox.shocks:
@@ -361,6 +376,13 @@ class WhatIfService:
             return _sum(rep, sel, rep.valuation.delta_qty)
 
         mtm = float(after.valuation.mtm[-1])
+        book_id = int(trade["book_id"])
+        used_before = self._limit_usage(before, book_id)
+        used_after = self._limit_usage(after, book_id)
+        limits = tuple(
+            (b.limit.title, b.utilisation, a.utilisation, a.status)
+            for b, a in zip(used_before, used_after, strict=True)
+        )
         return PreTradeImpact(
             currency=ccy,
             product=product.code,
@@ -375,7 +397,12 @@ class WhatIfService:
             mtm=mtm,
             method=method,
             confidence=confidence,
+            limits=limits,
         )
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}" if math.isfinite(x) else "n/a"
 
 
 def _scope(report: PositionReport, books: Sequence[str] | None) -> np.ndarray:

@@ -133,6 +133,7 @@ class MainWindow(QMainWindow):
             self.risk, ctx.store, alert=_limit_alert, stress=self._stress_losses, runner=ctx.runner
         )
         self.whatif = WhatIfPanel(ctx.runner, self.positions, self.risk, ctx.trading)
+        self.whatif.limits = self.limits_panel.service
         TicketDialog.hooks = self.whatif  # pre-trade impact and "Add to what-if" in tickets
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("market_watch_dock", "Market Watch", self.market_watch)

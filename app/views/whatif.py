@@ -73,6 +73,9 @@ class WhatIfPanel(QWidget):
         self.risk = risk
         self.trading = trading
         self.sandbox = Sandbox()
+        #: The limits service (set by the main window): limit usage in the comparison and the
+        #: pre-trade impact, measured without recording anything.
+        self.limits: Any = None
         self.raws: list[dict[str, Any]] = []
         self.result: WhatIfResult | None = None
         self._job: Any = None
@@ -263,7 +266,8 @@ class WhatIfPanel(QWidget):
         return report, self.positions.state, self.positions.as_of(), self.positions.vol
 
     def _service(self) -> WhatIfService:
-        return WhatIfService(self.positions.service, self.risk.service(), tenor_vols())
+        return WhatIfService(self.positions.service, self.risk.service(), tenor_vols(),
+                             self.limits)  # fmt: skip
 
     @staticmethod
     def _curves(state: Any, products: set[str], vol: float) -> tuple[Any, Any]:
