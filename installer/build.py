@@ -249,9 +249,33 @@ def smoke(label: str, data_dir: Path, shot: Path, timeout: float) -> Run:
 # ---- main ----------------------------------------------------------------------------------------
 
 
+def _record_settlements(data_dir: Path) -> None:
+    """Store one settlement curve per catalogue product in the smoke store (flat at its typical
+    level, 36 months from next month), as a day with the feed running would: the report marks
+    the book with the last recorded settlements and refuses to run without them."""
+    import datetime as dt
+
+    sys.path.insert(0, str(ROOT))
+    from app.models.catalogue import PRODUCT_SPECS
+    from app.models.market_data import MarketDataRepository
+    from app.models.store import Store
+
+    store = Store.open_file(data_dir / "store.db")
+    try:
+        repo = MarketDataRepository(store)
+        today = dt.date.today()
+        start = f"{today.year + today.month // 12}-{today.month % 12 + 1:02d}"
+        for p in PRODUCT_SPECS:
+            repo.save_settlement(p.code, today, start, [p.typical_level] * 36, time.time_ns(),
+                                 "package smoke test")  # fmt: skip
+    finally:
+        store.close()
+
+
 def report_smoke(data_dir: Path, out: Path, timeout: float) -> float:
     """``quantaenergi risk report`` from the bundle (headless; fpdf2 and the risk engine must
     be inside it): exit 0 and a PDF written."""
+    _record_settlements(data_dir)
     t0 = time.monotonic()
     cmd = [str(EXE), "risk", "report", "--data-dir", str(data_dir), "--method", "hist",
            "--out", str(out)]  # fmt: skip
