@@ -39,7 +39,10 @@ from app.views.pricer import OptionsPricerPanel
 from app.views.ticket import TicketDialog
 from app.views.widgets import qdate
 
-TODAY = dt.date.today()
+
+def _today() -> dt.date:
+    """Today at the time of use (a module constant goes stale when a run crosses midnight)."""
+    return dt.date.today()
 
 
 @pytest.fixture
@@ -83,7 +86,7 @@ def _set(
     p.call_put.setCurrentText("Call" if call else "Put")
     p.forward.setValue(F)
     p.strike.setValue(K)
-    e = TODAY + dt.timedelta(days=days)
+    e = _today() + dt.timedelta(days=days)
     p.expiry.setDate(QDate(e.year, e.month, e.day))
     p.vol.setValue(vol)
     p.rate.setValue(rate)
@@ -254,7 +257,7 @@ def test_grid_equals_black76_elementwise(qtbot: QtBot, panel: OptionsPricerPanel
         panel.price_grid()
     model = panel.grid_model
     assert (model.rowCount(), model.columnCount()) == (3, 2)
-    Ts = [(_add_months(TODAY, m) - TODAY).days / 365 for m in (1, 6)]
+    Ts = [(_add_months(_today(), m) - _today()).days / 365 for m in (1, 6)]
     for i, K in enumerate((70.0, 75.0, 80.0)):
         for j, T in enumerate(Ts):
             expected = black76(74.0, K, T, 0.03, 0.35, True)
@@ -292,7 +295,7 @@ def test_make_ticket_prefills_and_books_an_option(
     res = _price(qtbot, panel)
     dlg = panel.make_ticket()
     qtbot.addWidget(dlg)
-    expiry = TODAY + dt.timedelta(days=40)
+    expiry = _today() + dt.timedelta(days=40)
     start = (expiry.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
     end = (start + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
     assert dlg.instrument.currentText() == InstrumentType.OPTION.label

@@ -26,7 +26,12 @@ from app.views.structure_panel import (
     StructurePanel,
 )
 
-TODAY = dt.date.today()
+
+def _today() -> dt.date:
+    """Today at the time of use (a module constant goes stale when a run crosses midnight)."""
+    return dt.date.today()
+
+
 DAYS = 91
 T = DAYS / 365.0
 F, VOL, RATE, QTY = 74.0, 0.35, 0.03, 1000.0
@@ -59,7 +64,7 @@ def _set(
     p.structure.setCurrentText(structure)
     p.forward.setValue(F)
     p.quantity.setValue(QTY)
-    d = TODAY + dt.timedelta(days=DAYS)
+    d = _today() + dt.timedelta(days=DAYS)
     p.expiry.setDate(QDate(d.year, d.month, d.day))
     p.vol.setValue(VOL * 100)
     p.rate.setValue(RATE * 100)
