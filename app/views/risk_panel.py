@@ -441,9 +441,10 @@ class RiskPanel(QWidget):
         self.inputs = inputs
         self.result_report = report
         self.chart.set_context(report, inputs.group_by, list(inputs.books_filter) or None)
-        if isinstance(result, str):
-            self._clear()
-            self._show_message(result)
+        if isinstance(result, str):  # nothing to measure (yet): said in the panel only, the
+            self._clear()  # status bar is for failures (an auto-recalc would leave it stale)
+            self.message.setText(result)
+            self.message.setStyleSheet("color: #b3261e;")
             return
         self.result = result
         self.report_button.setEnabled(True)
