@@ -51,10 +51,10 @@ from app.engine.risk.book import RevalStats, RiskBook, _check_shifts, revalue
 from app.engine.risk.var import (
     _MC_BLOCK,
     MonteCarloResult,
-    _quantile_ci_ranks,
-    _tail,
-    check_alpha,
-    tail_count,
+    as_cov,
+    cov_cholesky,
+    mc_result,
+    mc_settings,
 )
 
 __all__ = [
@@ -318,14 +318,8 @@ def monte_carlo_full_reval(
     -------
     MonteCarloResult
     """
-    a = check_alpha(alpha)
-    level = as_float("ci_level", ci_level)
-    check("ci_level", (level.ndim == 0) & (level > 0.0) & (level < 1.0), "in (0, 1)")
-    check("n_scenarios", isinstance(n_scenarios, int | np.integer) and n_scenarios >= 1,
-          "a positive integer")  # fmt: skip
-    s = as_float("cov", cov)
-    if s.ndim == 0:
-        s = s.reshape(1, 1)
+    a, level = mc_settings(alpha, n_scenarios, ci_level)
+    s = as_cov(cov)
     m = book.n_factors
     load_t: FloatArray | None = None
     if loadings is not None:
@@ -335,14 +329,7 @@ def monte_carlo_full_reval(
         load_t = np.ascontiguousarray(lmat.T)
         m = lmat.shape[1]
     check("cov", s.shape == (m, m), f"of shape ({m}, {m}) to match the shock dimension")
-    check("cov", np.allclose(s, s.T, rtol=1e-10, atol=0.0), "symmetric")
-    try:
-        chol = np.linalg.cholesky(s)
-    except np.linalg.LinAlgError as exc:
-        raise ValueError(
-            "cov must be positive definite (Cholesky failed): remove redundant or zero-variance "
-            "factors, or regularise the matrix"
-        ) from exc
+    chol = cov_cholesky(s)
     if not math.isfinite(vol_shift):
         raise ValueError("vol_shift must be finite")
     if not math.isfinite(horizon_days) or horizon_days < 0:
@@ -385,20 +372,7 @@ def monte_carlo_full_reval(
     if stats is not None:
         stats.scenarios += n
         stats.nonpositive += nonpos
-    losses = -pnl
-    k = tail_count(n, a)
-    v, idx = _tail(losses, k)
-    r_rank, s_rank = _quantile_ci_ranks(n, a, float(level))
-    part = np.partition(losses, [r_rank - 1, s_rank - 1])
-    return MonteCarloResult(
-        var=v,
-        es=float(losses[idx].sum() / k),
-        var_ci=(float(part[r_rank - 1]), float(part[s_rank - 1])),
-        ci_level=float(level),
-        n_scenarios=n,
-        pnl=pnl,
-        by_group=groups,
-    )
+    return mc_result(pnl, a, level, groups)
 
 
 # --------------------------------------------------------------------------- grids

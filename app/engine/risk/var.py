@@ -582,6 +582,55 @@ def _quantile_ci_ranks(n: int, alpha: float, level: float) -> tuple[int, int]:
     return min(max(r, 1), n), min(max(s, 1), n)
 
 
+def mc_settings(alpha: float, n_scenarios: int, ci_level: float) -> tuple[float, float]:
+    """Checked ``(alpha, ci_level)`` of a Monte Carlo run (``n_scenarios`` must be >= 1)."""
+    a = check_alpha(alpha)
+    level = as_float("ci_level", ci_level)
+    check("ci_level", (level.ndim == 0) & (level > 0.0) & (level < 1.0), "in (0, 1)")
+    check("n_scenarios", isinstance(n_scenarios, int | np.integer) and n_scenarios >= 1,
+          "a positive integer")  # fmt: skip
+    return a, float(level)
+
+
+def as_cov(cov: ArrayLike) -> FloatArray:
+    """``cov`` as a float matrix (a scalar variance becomes 1 x 1)."""
+    s = as_float("cov", cov)
+    return s.reshape(1, 1) if s.ndim == 0 else s
+
+
+def cov_cholesky(s: FloatArray) -> FloatArray:
+    """Lower Cholesky factor of a symmetric positive definite covariance, or a readable error."""
+    check("cov", np.allclose(s, s.T, rtol=1e-10, atol=0.0), "symmetric")
+    try:
+        return np.asarray(np.linalg.cholesky(s), dtype=np.float64)
+    except np.linalg.LinAlgError as exc:
+        raise ValueError(
+            "cov must be positive definite (Cholesky failed): remove redundant or zero-variance "
+            "factors, or regularise the matrix"
+        ) from exc
+
+
+def mc_result(
+    pnl: FloatArray, alpha: float, ci_level: float, by_group: FloatArray | None = None
+) -> MonteCarloResult:
+    """VaR, ES and the order-statistics CI of simulated ``pnl`` (see :func:`monte_carlo_var_es`)."""
+    n = int(pnl.size)
+    losses = -pnl
+    k = tail_count(n, alpha)
+    v, idx = _tail(losses, k)
+    r_rank, s_rank = _quantile_ci_ranks(n, alpha, ci_level)
+    part = np.partition(losses, [r_rank - 1, s_rank - 1])
+    return MonteCarloResult(
+        var=v,
+        es=float(losses[idx].sum() / k),
+        var_ci=(float(part[r_rank - 1]), float(part[s_rank - 1])),
+        ci_level=ci_level,
+        n_scenarios=n,
+        pnl=pnl,
+        by_group=by_group,
+    )
+
+
 def monte_carlo_var_es(
     revalue: Callable[[FloatArray], ArrayLike],
     cov: ArrayLike,
@@ -637,25 +686,11 @@ def monte_carlo_var_es(
     smallest ``j`` with ``F_B(j) >= p``) gives coverage of at least ``c``; ranks are clipped
     to ``[1, n]``, which loses the guarantee only for tiny ``n``.
     """
-    a = check_alpha(alpha)
-    level = as_float("ci_level", ci_level)
-    check("ci_level", (level.ndim == 0) & (level > 0.0) & (level < 1.0), "in (0, 1)")
-    check("n_scenarios", isinstance(n_scenarios, int | np.integer) and n_scenarios >= 1,
-          "a positive integer")  # fmt: skip
+    a, level = mc_settings(alpha, n_scenarios, ci_level)
     check("chunk", isinstance(chunk, int | np.integer) and chunk >= 1, "a positive integer")
-    s = as_float("cov", cov)
-    if s.ndim == 0:
-        s = s.reshape(1, 1)
+    s = as_cov(cov)
     check("cov", s.ndim == 2 and s.shape[0] == s.shape[1], "a square matrix")
-    check("cov", np.allclose(s, s.T, rtol=1e-10, atol=0.0), "symmetric")
-    try:
-        chol = np.linalg.cholesky(s)
-    except np.linalg.LinAlgError as exc:
-        raise ValueError(
-            "cov must be positive definite (Cholesky failed): remove redundant or zero-variance "
-            "factors, or regularise the matrix"
-        ) from exc
-    chol_t = np.ascontiguousarray(chol.T)
+    chol_t = np.ascontiguousarray(cov_cholesky(s).T)
     n = int(n_scenarios)
     m = s.shape[0]
     step = -(-int(chunk) // _MC_BLOCK) * _MC_BLOCK
@@ -679,16 +714,4 @@ def monte_carlo_var_es(
         pnl[start : start + size] = res
         if progress is not None:
             progress((start + size) / n)
-    losses = -pnl
-    k = tail_count(n, a)
-    v, idx = _tail(losses, k)
-    r_rank, s_rank = _quantile_ci_ranks(n, a, float(level))
-    part = np.partition(losses, [r_rank - 1, s_rank - 1])
-    return MonteCarloResult(
-        var=v,
-        es=float(losses[idx].sum() / k),
-        var_ci=(float(part[r_rank - 1]), float(part[s_rank - 1])),
-        ci_level=float(level),
-        n_scenarios=n,
-        pnl=pnl,
-    )
+    return mc_result(pnl, a, level)
