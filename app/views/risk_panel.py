@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.reports.headless import load_bundled_history, tenor_vols
 from app.services.risk import (
     CONFIDENCES,
     GROUP_BY,
@@ -52,7 +53,6 @@ from app.services.risk import (
     RiskInputs,
     RiskResult,
     RiskService,
-    TenorVol,
     risk_inputs,
 )
 from app.views.jobs import JobContext, JobRunner
@@ -63,22 +63,6 @@ __all__ = ["AUTO_INTERVAL_S", "RiskPanel", "load_bundled_history", "tenor_vols"]
 AUTO_INTERVAL_S = 2.0
 _TABLE_HEADERS = ("Group", "Ccy", "Delta", "Unit", "ES contribution", "% of ES", "History")
 _ALL_BOOKS = "All books"
-
-
-def load_bundled_history() -> dict[str, HistorySeries]:
-    """The bundled EIA Brent, WTI and Henry Hub daily series, keyed by the product they price."""
-    from app.feed.history import read_series
-    from app.feed.replay import bundled_series
-
-    return {m.product: read_series(m.path) for m in bundled_series()}
-
-
-def tenor_vols() -> dict[str, TenorVol]:
-    """The Samuelson vol term structure per product (the feed simulator's calibrated
-    two-factor model), for the spot-to-tenor proxy of the risk factors."""
-    from app.feed.sim_params import SIM_PARAMS
-
-    return dict(SIM_PARAMS)
 
 
 def _money(x: float) -> str:
