@@ -95,7 +95,10 @@ def _free_port() -> int:
 
 
 class _PgServer:
-    def __init__(self) -> None:
+    """A throw-away cluster. With ``tcp``, it also listens on 127.0.0.1 where every role but
+    ``postgres`` authenticates by SCRAM password (the desk database's login path)."""
+
+    def __init__(self, tcp: bool = False) -> None:
         bindir = _pg_bindir()
         if bindir is None or not (bindir / "initdb").exists():
             raise RuntimeError("PostgreSQL server binaries not found (pg_config --bindir)")
@@ -109,8 +112,19 @@ class _PgServer:
         data = self.dir / "data"
         self._run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
                    "--no-sync", "-E", "UTF8"])  # fmt: skip
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses='' -c fsync=off"
-        self._run([str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-l",
+        listen = "127.0.0.1" if tcp else ""
+        if tcp:
+            (data / "pg_hba.conf").write_text(
+                "local all all trust\nhost all postgres 127.0.0.1/32 trust\n"
+                "host all all 127.0.0.1/32 scram-sha-256\n"
+            )
+        (data / "postgresql.auto.conf").write_text(
+            "".join(f"{k} = '{v}'\n" for k, v in (
+                ("port", self.port), ("unix_socket_directories", self.dir),
+                ("listen_addresses", listen), ("fsync", "off"), ("max_connections", 200)))
+        )  # fmt: skip
+        # Options live in postgresql.auto.conf, so a restart() needs none.
+        self._run([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
                    str(self.dir / "log"), "start"])  # fmt: skip
         self.data = data
 
@@ -121,6 +135,18 @@ class _PgServer:
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@/{db}?host={self.dir}&port={self.port}"
+
+    def restart(self, mode: str = "immediate") -> None:
+        """Stop (``-m immediate``: like a crash) and start again on the same port."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+        self.start()
+
+    def stop_only(self, mode: str = "immediate") -> None:
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+
+    def start(self) -> None:
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-l",
+                   str(self.dir / "log"), "start"])  # fmt: skip
 
     def create_db(self, name: str) -> str:
         import psycopg
@@ -140,6 +166,20 @@ def pg_server() -> Iterator[_PgServer]:
     """A throw-away PostgreSQL cluster; fails the run under CI=true when it cannot start."""
     try:
         server = _PgServer()
+    except Exception as exc:
+        if IN_CI:
+            pytest.fail(f"cannot start the throw-away PostgreSQL: {exc}")
+        pytest.skip(f"cannot start the throw-away PostgreSQL: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def desk_server() -> Iterator[_PgServer]:
+    """A throw-away cluster for the desk database: TCP on 127.0.0.1 with SCRAM passwords
+    (see tests/desk.py for the central database helpers built on it)."""
+    try:
+        server = _PgServer(tcp=True)
     except Exception as exc:
         if IN_CI:
             pytest.fail(f"cannot start the throw-away PostgreSQL: {exc}")

@@ -289,3 +289,166 @@ class LimitBreach(Base):
     utilisation: Mapped[float] = mapped_column(Float)
     as_of: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
     detail: Mapped[str] = mapped_column(String(500), default="")
+
+
+# -- desk database: users, sync, audit, approvals (migration 0004) --------------------------
+
+
+class UserRole(enum.Enum):
+    """What a signed-in user may do (see app.services.auth for the permission matrix)."""
+
+    TRADER = "trader"
+    RISK_MANAGER = "risk_manager"
+    BACK_OFFICE = "back_office"
+    COMPLIANCE = "compliance"
+    ADMIN = "admin"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").capitalize()
+
+
+class AppUser(Base):
+    """A workstation user. Centrally the password is the user's PostgreSQL login password
+    (``password_hash`` stays NULL there); locally ``password_hash`` caches an argon2id hash of
+    the last password that signed in online, for offline sign-in."""
+
+    __tablename__ = "app_user"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(60), unique=True)
+    display_name: Mapped[str] = mapped_column(String(120), default="")
+    role: Mapped[UserRole] = mapped_column(_enum(UserRole))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class BookAccess(Base):
+    """The books a trader may capture and amend in (and read, centrally)."""
+
+    __tablename__ = "book_access"
+
+    username: Mapped[str] = mapped_column(String(60), primary_key=True)
+    book_id: Mapped[int] = mapped_column(ForeignKey("book.id"), primary_key=True)
+
+
+class OutboxItem(Base):
+    """A local change waiting to be pushed to the central database (written in the same
+    SQLite transaction as the change itself; see app.sync).
+
+    ``op_id`` is the idempotency key. For a trade, the pushed payload is built from the
+    immutable local version ``(entity_key, version)``. ``state``: pending, acked, conflict,
+    rejected. Acked items are kept: a central database restored from an older dump is refilled
+    from them.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_state", "state", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    op_id: Mapped[str] = mapped_column(String(36), unique=True)
+    entity: Mapped[str] = mapped_column(String(24))
+    entity_key: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    username: Mapped[str] = mapped_column(String(60))
+    payload: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    server_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    acked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class SyncState(Base):
+    """Key/value sync bookkeeping (pull checkpoint and its fingerprint, last sync time ...)."""
+
+    __tablename__ = "sync_state"
+
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class SyncConflict(Base):
+    """A local change that met a different central version of the same trade. Both versions
+    are kept here until a user keeps one, merges, or re-books."""
+
+    __tablename__ = "sync_conflict"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entity_key: Mapped[str] = mapped_column(String(64), index=True)
+    op_id: Mapped[str] = mapped_column(String(36))
+    base_version: Mapped[int] = mapped_column(Integer)
+    local_payload: Mapped[str] = mapped_column(Text)
+    remote_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    remote_payload: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(12), default="open")
+    resolution: Mapped[str] = mapped_column(String(200), default="")
+    resolved_by: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ChangeLog(Base):
+    """Central change sequence: one row per applied change, ``seq`` in commit order (the
+    ``qe_apply`` function serialises writers). Clients pull ``seq > checkpoint``."""
+
+    __tablename__ = "change_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    op_id: Mapped[str] = mapped_column(String(36), unique=True)
+    payload_sha: Mapped[str] = mapped_column(String(64))
+    entity: Mapped[str] = mapped_column(String(24))
+    entity_key: Mapped[str] = mapped_column(String(64))
+    book_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(120))
+    username: Mapped[str] = mapped_column(String(60))
+    client_ts: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    committed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class AuditRecord(Base):
+    """One append-only, hash-chained audit record (see app.models.audit).
+
+    ``hash = sha256(prev_hash + "\\n" + body)`` where ``body`` is the stored JSON text of the
+    record (who, when, what, before, after, workstation); the other columns repeat ``body`` for
+    filtering and are checked against it by ``audit verify``.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_entity", "entity", "entity_id"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    username: Mapped[str] = mapped_column(String(60))
+    workstation: Mapped[str] = mapped_column(String(120))
+    entity: Mapped[str] = mapped_column(String(24))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(24))
+    body: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class ApprovalRequest(Base):
+    """A sensitive action waiting for a second user's approval (four-eyes)."""
+
+    __tablename__ = "approval_request"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    entity_key: Mapped[str] = mapped_column(String(64))
+    book_id: Mapped[int | None] = mapped_column(ForeignKey("book.id"), nullable=True)
+    summary: Mapped[str] = mapped_column(String(300))
+    payload: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(60))
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(12), default="pending")
+    decided_by: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decision_comment: Mapped[str] = mapped_column(String(300), default="")
