@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import ColumnElement, and_, false, func, select, update
 
+from app.models import audit, outbox
 from app.models.entities import Book, Counterparty, Product, Trade
 from app.models.enums import (
     Commodity,
@@ -28,6 +29,7 @@ from app.models.enums import (
     TradeStatus,
     Unit,
 )
+from app.models.payload import trade_payload
 from app.models.store import Store
 from app.models.types import utcnow
 
@@ -252,8 +254,49 @@ def columns_from_rows(rows: Sequence[tuple[Any, ...]]) -> dict[str, np.ndarray]:
     return out
 
 
+class _Names:
+    """Natural keys of the reference data in one session (payloads carry names, not ids)."""
+
+    def __init__(self, s: Any) -> None:
+        self.books = {i: (n, d) for i, n, d in s.execute(select(Book.id, Book.name, Book.is_demo))}
+        self.leis: dict[int, str] = {
+            i: v for i, v in s.execute(select(Counterparty.id, Counterparty.lei))
+        }
+        self.codes: dict[int, str] = {i: v for i, v in s.execute(select(Product.id, Product.code))}
+
+    def is_demo(self, t: Trade) -> bool:
+        return bool(self.books[t.book_id][1])
+
+    def payload(self, t: Trade) -> dict[str, Any]:
+        return trade_payload(
+            t, self.books[t.book_id][0], self.leis[t.counterparty_id], self.codes[t.product_id]
+        )
+
+
+def record_trade_change(
+    s: Any, names: _Names, new: Trade, before: Trade | None, action: str, user: str
+) -> None:
+    """Outbox row + audit record for one written trade version, in its transaction.
+
+    Demo-book trades are neither synced nor audited: they are local sample data.
+    """
+    if names.is_demo(new) and (before is None or names.is_demo(before)):
+        return
+    after = names.payload(new)
+    audit.append(
+        s, user=user, entity="trade", entity_id=new.trade_uuid.hex, action=action,
+        before=None if before is None else names.payload(before), after=after,
+    )  # fmt: skip
+    outbox.enqueue(s, entity="trade", entity_key=new.trade_uuid.hex, version=new.version,
+                   username=user)  # fmt: skip
+
+
 class TradeRepository:
-    """Reads and writes trades, books, counterparties and products in a :class:`Store`."""
+    """Reads and writes trades, books, counterparties and products in a :class:`Store`.
+
+    Every trade write also records an outbox row (for the sync worker) and an audit record in
+    the same transaction (see :func:`record_trade_change`).
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -311,6 +354,9 @@ class TradeRepository:
                 s.add(t)
                 out.append(t)
             s.flush()
+            names = _Names(s)
+            for t in out:
+                record_trade_change(s, names, t, None, "capture", user)
             records = [TradeRecord.from_orm(t) for t in out]
         return records
 
@@ -359,6 +405,11 @@ class TradeRepository:
             )
             s.add(new)
             s.flush()
+            if new.status is not cur.status:
+                action = "cancel" if new.status is TradeStatus.CANCELLED else "lifecycle"
+            else:
+                action = "amend"
+            record_trade_change(s, _Names(s), new, cur, action, user)
             return TradeRecord.from_orm(new)
 
     # -- trades: reads ------------------------------------------------------------------------

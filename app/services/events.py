@@ -22,6 +22,14 @@ TRADES_CHANGED = "trades.changed"
 REFDATA_CHANGED = "refdata.changed"
 #: Topic published with ``count`` after demo or import replaces many trades at once.
 TRADES_RELOAD = "trades.reload"
+#: Topic published by the sync worker (app.sync) with ``status`` (app.sync.status.SyncStatus):
+#: state, pending outgoing changes, last successful sync, open conflicts, rejected changes,
+#: progress of a long catch-up, clock skew and a message for the user.
+SYNC_STATUS = "sync.status"
+#: Topic published with ``conflict_ids`` (list[int]) when sync finds or resolves conflicts.
+SYNC_CONFLICTS = "sync.conflicts"
+#: Topic published with ``request_uuid`` and ``state`` when a four-eyes request changes.
+APPROVALS_CHANGED = "approvals.changed"
 
 
 class EventBus:
