@@ -499,6 +499,7 @@ def _security_sql() -> list[str]:
         out.append(f"REVOKE ALL ON FUNCTION {fn} FROM PUBLIC")
     # Called by policies and by the app: everything else stays internal.
     for fn in ("qe_role()", "qe_can_read_book(integer)", "qe_apply(json, text)", "qe_whoami()",
+               "qe_trade_payload(trade)",
                "qe_admin_create_user(text, text, text, text, text[])",
                "qe_admin_deactivate_user(text)", "qe_admin_upsert_book(text, text)",
                "qe_admin_upsert_counterparty(text, text, text, boolean)"):  # fmt: skip

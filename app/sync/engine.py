@@ -1,0 +1,706 @@
+"""The sync worker: local SQLite store <-> central PostgreSQL (see docs/sync.md).
+
+Push: pending outbox rows, oldest first, in batches through the central ``qe_apply`` function.
+Each change carries its idempotency key (``op_id``): a retry after a lost reply, a crash or a
+cut at COMMIT is answered "duplicate" and applied once; the same key with another payload is
+rejected. Results are acknowledged locally in one SQLite transaction.
+
+Pull: rows of the server's ``change_log`` after the local checkpoint, in ``seq`` order (the
+server assigns ``seq`` in commit order), applied to the local store in ONE SQLite transaction
+together with the new checkpoint. The checkpoint also remembers the ``op_id`` found at its
+``seq``: when the server no longer has that row (a database restored from an older dump), the
+client rewinds, re-reads, and re-queues every acknowledged change the server lost.
+
+Conflicts: a local version that meets a different central version of the same trade (pushed
+from a stale base, or pulled while still pending) is moved aside into ``sync_conflict`` with
+the central version; nothing is overwritten and the user decides (app.sync.conflicts).
+
+Wake-ups: LISTEN on the server's ``qe_changes`` channel (a hint only: a lost notification is
+covered by re-reading from the checkpoint after re-listening, and by a slow fallback poll),
+local writes (``TRADES_CHANGED``), and a backoff timer while offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import random
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from app.models import audit
+from app.models.entities import (
+    Book,
+    Counterparty,
+    OutboxItem,
+    Product,
+    SyncConflict,
+    SyncState,
+    Trade,
+)
+from app.models.payload import canonical, columns_from_payload, parse_ts, trade_payload
+from app.models.store import Store
+from app.models.types import utcnow
+from app.services.events import SYNC_CONFLICTS, SYNC_STATUS, TRADES_CHANGED, EventBus
+from app.sync import faults
+from app.sync.status import SyncStatus
+
+log = logging.getLogger(__name__)
+
+Connect = Callable[[], Any]  # -> psycopg.Connection (autocommit off)
+
+#: Clock difference to the server above which the user is warned.
+SKEW_WARN_S = 120.0
+
+
+class SchemaMismatch(Exception):
+    """The central schema revision differs from this application's."""
+
+
+@dataclass
+class SyncCounters:
+    """Totals since start (for tests and the bench)."""
+
+    pushed: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    pulled: int = 0
+    rewinds: int = 0
+    requeued: int = 0
+    cycles: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _get_state(s: Any, key: str, default: str = "") -> str:
+    row = s.get(SyncState, key)
+    return row.value if row is not None else default
+
+
+def _set_state(s: Any, key: str, value: str) -> None:
+    row = s.get(SyncState, key)
+    if row is None:
+        s.add(SyncState(key=key, value=value))
+    else:
+        row.value = value
+
+
+class _Refs:
+    """Local reference data by natural key, and names by local id."""
+
+    def __init__(self, s: Any) -> None:
+        self.book_ids = {n: i for i, n in s.execute(select(Book.id, Book.name))}
+        self.cp_ids = {lei: i for i, lei in s.execute(select(Counterparty.id, Counterparty.lei))}
+        self.product_ids = {c: i for i, c in s.execute(select(Product.id, Product.code))}
+        self.book_names = {i: n for n, i in self.book_ids.items()}
+        self.leis = {i: n for n, i in self.cp_ids.items()}
+        self.codes = {i: n for n, i in self.product_ids.items()}
+
+    def payload(self, t: Trade) -> dict[str, Any]:
+        return trade_payload(
+            t, self.book_names[t.book_id], self.leis[t.counterparty_id], self.codes[t.product_id]
+        )
+
+
+class SyncEngine:
+    """Replicates one local store with the central database as one signed-in user.
+
+    ``connect`` opens a new psycopg connection as that user (autocommit off). Use
+    :meth:`start`/:meth:`stop` for the background worker and listener threads, or call
+    :meth:`sync_once` directly (tests, CLI).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        connect: Connect,
+        *,
+        username: str,
+        schema_head: str | None = None,
+        batch: int = 500,
+        pull_batch: int = 1000,
+        poll_s: float = 15.0,
+        listen: bool = True,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self._connect = connect
+        self.username = username
+        self.schema_head = schema_head or store.schema_revision
+        self.batch = batch
+        self.pull_batch = pull_batch
+        self.poll_s = poll_s
+        self.listen = listen
+        self.counters = SyncCounters()
+        self._conn: Any = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._status = SyncStatus(state="connecting")
+        self._skew: float | None = None
+        self._last_sync: dt.datetime | None = None
+        self._lock = threading.Lock()  # one sync cycle at a time
+        with store.session() as s:
+            self.origin = audit.workstation_id(s)
+            last = _get_state(s, "last_sync")
+            self._last_sync = dt.datetime.fromisoformat(last) if last else None
+        bus.subscribe(TRADES_CHANGED, self._on_local_change)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker (and listener) threads."""
+        self._stop.clear()
+        worker = threading.Thread(target=self._run, name="qe-sync", daemon=True)
+        self._threads = [worker]
+        if self.listen:
+            self._threads.append(
+                threading.Thread(target=self._listen_loop, name="qe-sync-listen", daemon=True)
+            )
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the threads and close the connection (pending changes stay in the outbox)."""
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads = []
+        self._close()
+        self.bus.unsubscribe(TRADES_CHANGED, self._on_local_change)
+
+    def wake(self) -> None:
+        """Ask the worker to sync now."""
+        self._wake.set()
+
+    def _on_local_change(self, **_: Any) -> None:
+        self._wake.set()
+
+    @property
+    def status(self) -> SyncStatus:
+        return self._status
+
+    # -- worker -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self.sync_once()
+                backoff = 0.5
+                timeout = self.poll_s
+            except SchemaMismatch as exc:
+                self._publish("incompatible", message=str(exc))
+                self._close()
+                timeout = 60.0
+            except Exception as exc:  # connection problems: offline, retry with backoff
+                if not _is_connection_error(exc):
+                    log.exception("Sync cycle failed")
+                self.counters.errors.append(f"{type(exc).__name__}: {exc}")
+                self._close()
+                self._publish("offline", message=_short(exc))
+                timeout = backoff * (0.5 + random.random())
+                backoff = min(backoff * 2, 10.0)
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _listen_loop(self) -> None:
+        """LISTEN for the server's change notifications; wake the worker on each."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                conn.autocommit = True
+                conn.execute("LISTEN qe_changes")
+                backoff = 0.5
+                self._wake.set()  # (re-)listening: re-read from the checkpoint
+                while not self._stop.is_set():
+                    for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        self._wake.set()
+                    conn.execute("SELECT 1")  # notices a dead connection
+            except Exception as exc:
+                if not self._stop.is_set():
+                    log.info("Sync listener lost its connection: %s", _short(exc))
+                self._stop.wait(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._publish("connecting")
+            conn = self._connect()
+            try:
+                row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+                who = conn.execute("SELECT qe_whoami()").fetchone()[0]
+                conn.commit()
+            except Exception:
+                conn.close()
+                raise
+            server = row[0] if row else None
+            if server != self.schema_head:
+                conn.close()
+                raise SchemaMismatch(
+                    f"The desk database is at schema {server}, this workstation at "
+                    f"{self.schema_head}: working offline, nothing is written centrally. "
+                    "Upgrade the workstation or the desk database."
+                )
+            self._measure_skew(who.get("server_time"))
+            self._conn = conn
+        return self._conn
+
+    def _measure_skew(self, server_time: str | None) -> None:
+        if server_time:
+            self._skew = (utcnow() - parse_ts(server_time)).total_seconds()
+
+    # -- one cycle ----------------------------------------------------------------------------
+    def sync_once(self) -> None:
+        """Connect if needed, refresh reference data, push everything pending, pull until
+        caught up. Raises on connection errors (the caller backs off)."""
+        with self._lock:
+            conn = self._connection()
+            self._publish("syncing")
+            self.pull_refdata(conn)
+            self.push(conn)
+            self.pull(conn)
+            self.counters.cycles += 1
+            self._last_sync = utcnow()
+            with self.store.session() as s:
+                _set_state(s, "last_sync", self._last_sync.isoformat())
+            self._publish("online")
+
+    # -- reference data -----------------------------------------------------------------------
+    def pull_refdata(self, conn: Any) -> None:
+        """Books, counterparties and products the desk database has and this store lacks."""
+        books = conn.execute("SELECT name, description FROM book WHERE NOT is_demo").fetchall()
+        cps = conn.execute(
+            "SELECT name, lei, country, is_islamic FROM counterparty WHERE NOT is_demo"
+        ).fetchall()
+        conn.commit()
+        with self.store.session() as s:
+            have_books = set(s.scalars(select(Book.name)))
+            have_leis = set(s.scalars(select(Counterparty.lei)))
+            have_names = set(s.scalars(select(Counterparty.name)))
+            for name, desc in books:
+                if name not in have_books:
+                    s.add(Book(name=name, description=desc or "", is_demo=False))
+            for name, lei, country, islamic in cps:
+                if lei not in have_leis and name not in have_names:
+                    s.add(Counterparty(name=name, lei=lei, country=country,
+                                       is_islamic=islamic, is_demo=False))  # fmt: skip
+
+    # -- push ---------------------------------------------------------------------------------
+    def pending_count(self) -> int:
+        with self.store.session() as s:
+            return int(s.scalar(select(func.count()).where(OutboxItem.state == "pending")) or 0)
+
+    def push(self, conn: Any) -> int:
+        """Push every pending change of this user; returns how many were acknowledged."""
+        done = 0
+        total = self.pending_count()
+        while not self._stop.is_set():
+            with self.store.session() as s:
+                items = list(
+                    s.scalars(
+                        select(OutboxItem)
+                        .where(OutboxItem.state == "pending", OutboxItem.username == self.username)
+                        .order_by(OutboxItem.id)
+                        .limit(self.batch)
+                    )
+                )
+                ops = self._build_ops(s, items)
+            if not items:
+                break
+            reply = conn.execute(
+                "SELECT qe_apply(%s::json, %s)", (json.dumps(ops), self.origin)
+            ).fetchone()[0]
+            faults.point("push.before_commit")
+            conn.commit()
+            faults.point("push.after_commit")
+            self._measure_skew(reply.get("server_time"))
+            done += self._acknowledge(conn, items, reply["results"])
+            if total > self.batch:
+                self._publish("syncing", progress=(min(done, total), total))
+        return done
+
+    def _build_ops(self, s: Any, items: Sequence[OutboxItem]) -> list[dict[str, Any]]:
+        refs = _Refs(s)
+        trades = {
+            (t.trade_uuid.hex, t.version): t
+            for t in _versions(s, [(i.entity_key, i.version) for i in items if i.entity == "trade"])
+        }
+        ops = []
+        for item in items:
+            if item.entity == "trade":
+                t = trades.get((item.entity_key, item.version))
+                payload = canonical(refs.payload(t)) if t is not None else None
+            else:
+                payload = item.payload
+            ops.append({
+                "op_id": item.op_id,
+                "entity": item.entity,
+                "payload": payload,
+                "client_ts": audit.format_ts(item.created_at),
+            })  # fmt: skip
+        return ops
+
+    def _acknowledge(self, conn: Any, items: Sequence[OutboxItem], results: list[dict]) -> int:
+        by_id = {r["op_id"]: r for r in results}
+        acked = 0
+        conflicts: list[tuple[OutboxItem, Any]] = []
+        now = utcnow()
+        with self.store.session() as s:
+            for item in items:
+                r = by_id.get(item.op_id)
+                if r is None:
+                    continue
+                status = r["status"]
+                values: dict[str, Any] = {"attempts": item.attempts + 1}
+                if status in ("applied", "duplicate"):
+                    values.update(state="acked", server_seq=r.get("seq"), acked_at=now)
+                    acked += 1
+                    if status == "applied":
+                        self.counters.pushed += 1
+                    else:
+                        self.counters.duplicates += 1
+                elif status == "conflict":
+                    values.update(state="conflict",
+                                  last_error=f"the desk database has version "
+                                             f"{r.get('server_version')}")  # fmt: skip
+                    conflicts.append((item, r.get("server_version")))
+                    self.counters.conflicts += 1
+                else:
+                    values.update(state="rejected", last_error=str(r.get("error", ""))[:2000])
+                    self.counters.rejected += 1
+                    log.warning("Desk database rejected change %s: %s", item.op_id, r.get("error"))
+                s.execute(update(OutboxItem).where(OutboxItem.id == item.id).values(**values))
+                if r.get("audit_seq") is not None:
+                    remember = getattr(audit, "remember_head", None)
+                    if remember is not None:
+                        remember(s, int(r["audit_seq"]), str(r["audit_hash"]))
+        if conflicts:
+            ids = []
+            for item, _server_version in conflicts:
+                remote = conn.execute(
+                    "SELECT qe_trade_payload(t) FROM trade t "
+                    "WHERE t.trade_uuid = %s::uuid AND t.is_current",
+                    (item.entity_key,),
+                ).fetchone()
+                conn.commit()
+                with self.store.session() as s:
+                    cid = self._move_aside(
+                        s, item.entity_key, item.version,
+                        remote[0] if remote else None,
+                    )  # fmt: skip
+                if cid is not None:
+                    ids.append(cid)
+            if ids:
+                self.bus.publish(SYNC_CONFLICTS, conflict_ids=ids)
+                self.bus.publish(TRADES_CHANGED, trade_uuids=[
+                    uuid.UUID(i.entity_key) for i, _ in conflicts], kind="conflict")  # fmt: skip
+        return acked
+
+    # -- conflicts ----------------------------------------------------------------------------
+    def _move_aside(
+        self, s: Any, key: str, from_version: int, remote: dict[str, Any] | None
+    ) -> int | None:
+        """Move the local, unacknowledged versions ``>= from_version`` of trade ``key`` into a
+        conflict record with the central version; the trade reverts to its last central
+        version. Returns the conflict id (``None`` when nothing was tentative)."""
+        tentative = list(
+            s.scalars(
+                select(OutboxItem)
+                .where(
+                    OutboxItem.entity == "trade",
+                    OutboxItem.entity_key == key,
+                    OutboxItem.version >= from_version,
+                    OutboxItem.state.in_(("pending", "conflict")),
+                )
+                .order_by(OutboxItem.version)
+            )
+        )
+        if not tentative:
+            return None
+        tuid = uuid.UUID(key)
+        rows = list(
+            s.scalars(
+                select(Trade)
+                .where(Trade.trade_uuid == tuid, Trade.version >= tentative[0].version)
+                .order_by(Trade.version)
+            )
+        )
+        refs = _Refs(s)
+        latest = refs.payload(rows[-1]) if rows else None
+        base = tentative[0].version - 1
+        for row in rows:
+            s.delete(row)
+        s.flush()
+        s.execute(
+            update(Trade).where(Trade.trade_uuid == tuid, Trade.version == base)
+            .values(is_current=True)
+        )  # fmt: skip
+        for item in tentative:
+            item.state = "conflict"
+            item.last_error = "kept aside: the desk database has another version"
+        if latest is None:
+            return None
+        conflict = SyncConflict(
+            entity_key=key,
+            op_id=tentative[-1].op_id,
+            base_version=base,
+            local_payload=canonical(latest),
+            remote_version=None if remote is None else int(remote["version"]),
+            remote_payload=None if remote is None else canonical(remote),
+            detected_at=utcnow(),
+            state="open",
+            resolution="",
+        )
+        s.add(conflict)
+        s.flush()
+        audit.append(
+            s, user=self.username, entity="trade", entity_id=key, action="conflict",
+            before=latest, after=remote, extra={"conflict_id": conflict.id},
+        )  # fmt: skip
+        return conflict.id
+
+    # -- pull ---------------------------------------------------------------------------------
+    def pull(self, conn: Any) -> int:
+        """Apply central changes after the checkpoint until caught up; returns rows applied."""
+        self._check_checkpoint(conn)
+        applied = 0
+        while not self._stop.is_set():
+            with self.store.session() as s:
+                cp = int(_get_state(s, "pull_seq", "0") or 0)
+            rows = conn.execute(
+                "SELECT seq, op_id, entity, entity_key, version, payload, origin, username "
+                "FROM change_log WHERE seq > %s ORDER BY seq LIMIT %s",
+                (cp, self.pull_batch),
+            ).fetchall()
+            conn.commit()
+            if not rows:
+                break
+            changed, conflict_ids = self._apply_pulled(conn, rows)
+            applied += len(rows)
+            self.counters.pulled += len(rows)
+            if changed:
+                self.bus.publish(TRADES_CHANGED, trade_uuids=sorted(changed), kind="pulled")
+            if conflict_ids:
+                self.bus.publish(SYNC_CONFLICTS, conflict_ids=conflict_ids)
+            if len(rows) < self.pull_batch:
+                break
+            self._publish("syncing", progress=(applied, applied + self.pull_batch))
+        return applied
+
+    def _check_checkpoint(self, conn: Any) -> None:
+        """Detect a central database that lost history (restored from an older dump)."""
+        with self.store.session() as s:
+            cp = int(_get_state(s, "pull_seq", "0") or 0)
+            fp = _get_state(s, "pull_op", "")
+        if cp == 0:
+            return
+        row = conn.execute("SELECT op_id FROM change_log WHERE seq = %s", (cp,)).fetchone()
+        conn.commit()
+        if row is not None and row[0] == fp:
+            return
+        log.warning("The desk database no longer has change %s seen here: it was restored "
+                    "from an older copy; re-reading and re-sending lost changes", cp)  # fmt: skip
+        self.counters.rewinds += 1
+        self.requeue_lost(conn)
+        with self.store.session() as s:
+            _set_state(s, "pull_seq", "0")
+            _set_state(s, "pull_op", "")
+
+    def requeue_lost(self, conn: Any) -> int:
+        """Put acknowledged changes the server does not have back in the queue."""
+        requeued = 0
+        last_id = 0
+        while True:
+            with self.store.session() as s:
+                chunk = s.execute(
+                    select(OutboxItem.id, OutboxItem.op_id)
+                    .where(OutboxItem.state == "acked", OutboxItem.id > last_id)
+                    .order_by(OutboxItem.id)
+                    .limit(1000)
+                ).all()
+            if not chunk:
+                break
+            last_id = chunk[-1][0]
+            have = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT op_id FROM change_log WHERE op_id = ANY(%s)", ([c[1] for c in chunk],)
+                ).fetchall()
+            }
+            conn.commit()
+            lost = [c[0] for c in chunk if c[1] not in have]
+            if lost:
+                with self.store.session() as s:
+                    s.execute(
+                        update(OutboxItem).where(OutboxItem.id.in_(lost))
+                        .values(state="pending", server_seq=None, acked_at=None)
+                    )  # fmt: skip
+                requeued += len(lost)
+        self.counters.requeued += requeued
+        return requeued
+
+    def _apply_pulled(
+        self, conn: Any, rows: Sequence[tuple[Any, ...]]
+    ) -> tuple[set[uuid.UUID], list[int]]:
+        changed: set[uuid.UUID] = set()
+        conflict_ids: list[int] = []
+        with self.store.session() as s:
+            refs = _Refs(s)
+            ours = {
+                o.op_id: o
+                for o in s.scalars(
+                    select(OutboxItem).where(OutboxItem.op_id.in_([r[1] for r in rows]))
+                )
+            }
+            for seq, op_id, entity, key, version, payload_text, origin, user in rows:
+                if entity != "trade":
+                    continue
+                mine = ours.get(op_id)
+                if mine is not None:
+                    if mine.state != "acked":
+                        mine.state, mine.server_seq, mine.acked_at = "acked", seq, utcnow()
+                    continue
+                p = json.loads(payload_text)
+                tuid = uuid.UUID(key)
+                have = {
+                    t.version: t for t in s.scalars(select(Trade).where(Trade.trade_uuid == tuid))
+                }
+                pending_versions = set(
+                    s.scalars(
+                        select(OutboxItem.version).where(
+                            OutboxItem.entity == "trade",
+                            OutboxItem.entity_key == key,
+                            OutboxItem.state.in_(("pending", "conflict")),
+                        )
+                    )
+                )
+                clash = sorted(v for v in pending_versions if v <= version and v in have)
+                if clash:
+                    cid = self._move_aside(s, key, clash[0], p)
+                    if cid is not None:
+                        conflict_ids.append(cid)
+                    have = {
+                        t.version: t
+                        for t in s.scalars(select(Trade).where(Trade.trade_uuid == tuid))
+                    }
+                elif version in have:
+                    continue  # already here (re-read after a rewind)
+                try:
+                    cols = columns_from_payload(p, refs.book_ids, refs.cp_ids, refs.product_ids)
+                except LookupError:
+                    self.pull_refdata(conn)
+                    s.flush()
+                    refs = _Refs(s)
+                    cols = columns_from_payload(p, refs.book_ids, refs.cp_ids, refs.product_ids)
+                newest = version >= max(have, default=0)
+                if newest:
+                    s.execute(
+                        update(Trade).where(Trade.trade_uuid == tuid, Trade.is_current.is_(True))
+                        .values(is_current=False)
+                    )  # fmt: skip
+                s.add(Trade(is_current=newest, **cols))
+                s.flush()
+                audit.append(
+                    s, user=p.get("updated_by", user), entity="trade", entity_id=key,
+                    action="pulled", before=None, after=p,
+                    extra={"seq": seq, "op_id": op_id, "origin": origin},
+                )  # fmt: skip
+                changed.add(tuid)
+            last = rows[-1]
+            faults.point("pull.before_commit")
+            _set_state(s, "pull_seq", str(last[0]))
+            _set_state(s, "pull_op", str(last[1]))
+        faults.point("pull.after_commit")
+        return changed, conflict_ids
+
+    # -- status -------------------------------------------------------------------------------
+    def _publish(
+        self, state: str, *, message: str = "", progress: tuple[int, int] | None = None
+    ) -> None:
+        with self.store.session() as s:
+            pending = int(s.scalar(select(func.count()).where(OutboxItem.state == "pending")) or 0)
+            rejected = int(
+                s.scalar(select(func.count()).where(OutboxItem.state == "rejected")) or 0
+            )
+            conflicts = int(s.scalar(select(func.count()).where(SyncConflict.state == "open")) or 0)
+        if not message and self._skew is not None and abs(self._skew) > SKEW_WARN_S:
+            message = (
+                f"This computer's clock is {_fmt_skew(self._skew)} the desk database's. "
+                "Changes are ordered by the server, so nothing is lost, but fix the clock: "
+                "times shown here are off."
+            )
+        others = self._others_pending()
+        if not message and others:
+            message = f"{others} change(s) by other users wait until they sign in here"
+        self._status = SyncStatus(
+            state=state, pending=pending, last_sync=self._last_sync, conflicts=conflicts,
+            rejected=rejected, progress=progress, skew_s=self._skew, message=message,
+        )  # fmt: skip
+        self.bus.publish(SYNC_STATUS, status=self._status)
+
+    def _others_pending(self) -> int:
+        with self.store.session() as s:
+            return int(
+                s.scalar(
+                    select(func.count()).where(
+                        OutboxItem.state == "pending", OutboxItem.username != self.username
+                    )
+                )
+                or 0
+            )
+
+
+def _versions(s: Any, keys: Iterable[tuple[str, int]]) -> list[Trade]:
+    keys = list(keys)
+    if not keys:
+        return []
+    wanted = set(keys)
+    uuids = sorted({uuid.UUID(k) for k, _ in keys})
+    out: list[Trade] = []
+    for start in range(0, len(uuids), 500):
+        part = uuids[start : start + 500]
+        out += [
+            t
+            for t in s.scalars(select(Trade).where(Trade.trade_uuid.in_(part)))
+            if (t.trade_uuid.hex, t.version) in wanted
+        ]
+    return out
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _fmt_skew(skew: float) -> str:
+    a = abs(skew)
+    amount = f"{a / 3600:.1f} h" if a >= 3600 else f"{a / 60:.0f} min"
+    return f"{amount} {'ahead of' if skew > 0 else 'behind'}"

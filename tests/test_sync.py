@@ -1,0 +1,105 @@
+"""Sync between workstations through a real central PostgreSQL (tests/desk.py)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from app.models.entities import OutboxItem, SyncConflict
+from tests.desk import CentralDesk
+from tests.sync_helpers import Workstation
+
+pytestmark = pytest.mark.postgres
+_n = itertools.count(1)
+
+
+@pytest.fixture
+def desk(desk_server: Any) -> CentralDesk:
+    d = CentralDesk.create(desk_server, f"sync{next(_n)}")
+    d.add_user("alice", "TRADER", ("DESK-A",))
+    d.add_user("adam", "TRADER", ("DESK-A",))
+    d.add_user("bob", "TRADER", ("DESK-B",))
+    return d
+
+
+@pytest.fixture
+def ws(tmp_path: Path, desk: CentralDesk) -> Iterator[Any]:
+    made: list[Workstation] = []
+
+    def make(user: str, **kw: Any) -> Workstation:
+        w = Workstation(tmp_path / f"{user}{len(made)}", desk, user, **kw)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.close()
+
+
+def central_versions(desk: CentralDesk) -> list[tuple[str, int]]:
+    with desk.admin() as c:
+        return [
+            (u.hex, v)
+            for u, v in c.execute(
+                "SELECT trade_uuid, version FROM trade ORDER BY trade_uuid, version"
+            ).fetchall()
+        ]
+
+
+def test_capture_pushes_and_other_desk_pulls(ws: Any, desk: CentralDesk) -> None:
+    a, a2 = ws("alice"), ws("adam")
+    rec = a.book()
+    a.engine.sync_once()
+    assert central_versions(desk) == [(rec.trade_uuid.hex, 1)]
+    a2.engine.sync_once()
+    got = a2.repo.get(rec.trade_uuid)
+    assert got.economics() == rec.economics()
+    assert got.created_by == "alice"
+
+
+def test_stale_amendment_becomes_a_conflict_keeping_both(ws: Any, desk: CentralDesk) -> None:
+    a, a2 = ws("alice"), ws("adam")
+    rec = a.book()
+    a.engine.sync_once()
+    a2.engine.sync_once()
+    a.amend(rec, price="82")
+    theirs = a2.amend(a2.repo.get(rec.trade_uuid), price="79")
+    a.engine.sync_once()
+    a2.engine.sync_once()  # pushes v2 from a stale base: conflict
+    with a2.store.session() as s:
+        conflicts = list(s.scalars(select(SyncConflict)))
+    assert len(conflicts) == 1
+    assert '"price":79000000' in conflicts[0].local_payload
+    assert '"price":82000000' in (conflicts[0].remote_payload or "")
+    # the desk version is what a2 now shows; its own version is kept in the conflict
+    assert str(a2.repo.get(rec.trade_uuid).price) == "82.000000"
+    assert theirs.version == 2
+    assert central_versions(desk) == [(rec.trade_uuid.hex, 1), (rec.trade_uuid.hex, 2)]
+
+
+def test_retry_is_idempotent_and_other_desk_is_invisible(ws: Any, desk: CentralDesk) -> None:
+    a = ws("alice")
+    b = ws("bob")
+    ra = a.book()
+    rb = b.book(book="DESK-B")
+    a.engine.sync_once()
+    with a.store.session() as s:
+        item = s.scalars(select(OutboxItem)).one()
+        item.state = "pending"  # as if the reply was lost
+    a.engine.sync_once()
+    assert a.engine.counters.duplicates == 1
+    b.engine.sync_once()
+    a.engine.sync_once()
+    assert len(central_versions(desk)) == 2
+    # alice never sees DESK-B's trade
+    from app.models.repository import TradeNotFoundError
+
+    with pytest.raises(TradeNotFoundError):
+        a.repo.get(rb.trade_uuid)
+    assert b.repo.get(rb.trade_uuid).version == 1
+    assert a.repo.get(ra.trade_uuid).version == 1
