@@ -52,6 +52,10 @@ class StaleVersionError(Exception):
     """An amendment was based on a version that is no longer current."""
 
 
+class DuplicateBookingError(ValueError):
+    """A client-chosen trade id was already used for a different booking."""
+
+
 class TradeNotFoundError(KeyError):
     """No trade with that UUID."""
 
@@ -338,6 +342,11 @@ class TradeRepository:
         now = utcnow()
         out = []
         with self.store.session() as s:
+            given = [e["trade_uuid"] for e in economics if e.get("trade_uuid")]
+            if given:
+                existing = self._already_booked(s, economics, given)
+                if existing is not None:
+                    return existing
             for econ in economics:
                 t = Trade(
                     trade_uuid=econ.get("trade_uuid") or uuid.uuid4(),
@@ -359,6 +368,34 @@ class TradeRepository:
                 record_trade_change(s, names, t, None, "capture", user)
             records = [TradeRecord.from_orm(t) for t in out]
         return records
+
+    @staticmethod
+    def _already_booked(
+        s: Any, economics: Sequence[Mapping[str, Any]], given: list[uuid.UUID]
+    ) -> list[TradeRecord] | None:
+        """Idempotent capture: the same booking (same client-chosen ``trade_uuid``) submitted
+        again - a double click, a retry after a lost reply - returns the stored version 1
+        instead of a duplicate. The same id with different economics is refused."""
+        found = {
+            t.trade_uuid: t
+            for t in s.scalars(select(Trade).where(Trade.trade_uuid.in_(given), Trade.version == 1))
+        }
+        if not found:
+            return None
+        if len(found) != len(economics):
+            raise DuplicateBookingError(
+                "Some of these trades were already booked and some not: book them separately."
+            )
+        out = []
+        for econ in economics:
+            t = found[econ["trade_uuid"]]
+            stored = t.economics()
+            if any(stored[k] != econ.get(k, stored[k]) for k in Trade.ECONOMIC_FIELDS):
+                raise DuplicateBookingError(
+                    f"Trade id {str(t.trade_uuid)[:8]} was already booked with other terms."
+                )
+            out.append(TradeRecord.from_orm(t))
+        return out
 
     def new_version(
         self,
