@@ -7,8 +7,14 @@ Headless subcommands:
 
 * ``quantaenergi feed serve [...]`` runs the price-feed server (see ``feed serve --help``);
 * ``quantaenergi feed set-token URL`` stores the token of a remote feed in the OS keyring;
+* ``quantaenergi central init|set-password|test|user add|book add ...`` sets up the central desk
+  database and connects this workstation to it (see ``central --help`` and docs/desk-database.md);
+* ``quantaenergi audit verify [--central URL --user NAME]`` / ``audit export --out FILE``
+  check and export the hash-chained audit trail (see app/audit_cli.py);
 * ``quantaenergi risk report --out FILE [...]`` writes a VaR/ES report (HTML, xlsx or PDF) of the
   local store without a window or a feed (see ``risk report --help``).
+* ``quantaenergi backup OUT.db [--data-dir DIR] [--overwrite]`` copies the local store with
+  SQLite's online backup API, also while the workstation runs (see app/store_cli.py).
 """
 
 from __future__ import annotations
@@ -63,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--feed-speed", metavar="X", type=float,
                       help="embedded feed speed in trading days per second (simulate default "
                            "1/240, replay default 1)")  # fmt: skip
+    p.add_argument("--central-url", metavar="URL",
+                   help="the desk database, postgresql://user@host:port/db (password from the OS "
+                        "keyring); default $QE_CENTRAL_URL, else the one saved in Settings")  # fmt: skip
     risk = p.add_argument_group("risk")
     risk.add_argument("--dask-scheduler", metavar="ADDRESS",
                       help="run Monte Carlo VaR on this Dask distributed scheduler "
@@ -181,18 +190,68 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def _take_central_url(argv: list[str]) -> tuple[list[str], str | None]:
+    """Remove ``--central-url URL`` (or ``=URL``) placed before any subcommand."""
+    rest, url, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--central-url" and i + 1 < len(argv):
+            url, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--central-url="):
+            url, i = a.split("=", 1)[1], i + 1
+            continue
+        if not a.startswith("-"):  # a subcommand: its own options follow
+            rest += argv[i:]
+            break
+        rest.append(a)
+        i += 1
+    return rest, url
+
+
+def _use_central_url(url: str) -> bool:
+    """Validate ``--central-url`` and export it as QE_CENTRAL_URL (read by
+    ``Settings.central_url``); False (message printed) when malformed."""
+    from app.sync.connection import CentralConfig, CentralConfigError
+
+    try:
+        CentralConfig.from_url(url)
+    except CentralConfigError as exc:
+        print(f"error: --central-url: {exc}", file=sys.stderr)
+        return False
+    os.environ["QE_CENTRAL_URL"] = url
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    argv, central_url = _take_central_url(argv)
+    if central_url is not None and not _use_central_url(central_url):
+        return 2
+    if argv and argv[0] == "central":
+        from app.sync.central_cli import main as central_main
+
+        return central_main(argv[1:])
     if argv and argv[0] == "feed":
         return feed_main(argv[1:])
     if argv and argv[0] == "risk":
         return risk_main(argv[1:])
+    if argv and argv[0] == "backup":
+        from app.store_cli import backup_main
+
+        return backup_main(argv[1:])
+    if argv and argv[0] == "audit":
+        from app.audit_cli import main as audit_main
+
+        return audit_main(argv[1:])
     args = build_parser().parse_args(argv)
     if not has_display():
         if args.screenshot is None:
             print(NO_DISPLAY, file=sys.stderr)
             return 2
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if args.central_url and not _use_central_url(args.central_url):
+        return 2
     if args.dask_scheduler:
         os.environ["QE_DASK_SCHEDULER"] = args.dask_scheduler  # read by Settings.dask_scheduler
     from app.views.application import run_gui

@@ -6,6 +6,7 @@ override it. Secrets (database passwords, feed tokens) go to the OS keyring, nev
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +65,26 @@ class Settings:
         return self.data_dir / "logs"
 
     @property
+    def central_config_path(self) -> Path:
+        """The desk database settings (host, port, database, user; never the password)."""
+        return self.data_dir / "central.json"
+
+    @property
     def central_url(self) -> str | None:
-        """Central PostgreSQL URL (QE_CENTRAL_URL); ``None`` until the desk database is set."""
-        return os.environ.get("QE_CENTRAL_URL") or None
+        """Desk database URL ``postgresql://user@host:port/db``: ``--central-url`` (which sets
+        QE_CENTRAL_URL for the run), else QE_CENTRAL_URL, else the central.json saved by the
+        Settings dialog; ``None`` until the desk database is set."""
+        env = os.environ.get("QE_CENTRAL_URL")
+        if env:
+            return env
+        from app.sync.connection import CentralConfig, CentralConfigError
+
+        try:
+            config = CentralConfig.load(self.data_dir)
+        except CentralConfigError as exc:
+            logging.getLogger(__name__).warning("%s", exc)
+            return None
+        return config.url if config else None
 
     @property
     def dask_scheduler(self) -> str | None:

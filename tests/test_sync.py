@@ -103,3 +103,62 @@ def test_retry_is_idempotent_and_other_desk_is_invisible(ws: Any, desk: CentralD
         a.repo.get(rb.trade_uuid)
     assert b.repo.get(rb.trade_uuid).version == 1
     assert a.repo.get(ra.trade_uuid).version == 1
+
+
+def _conflict(ws: Any) -> tuple[Any, Any, Any]:
+    a, a2 = ws("alice"), ws("adam")
+    rec = a.book()
+    a.engine.sync_once()
+    a2.engine.sync_once()
+    a.amend(rec, price="82", comment="alice")
+    a2.amend(a2.repo.get(rec.trade_uuid), price="79", quantity="2000")
+    a.engine.sync_once()
+    a2.engine.sync_once()
+    return a, a2, rec
+
+
+@pytest.mark.parametrize("how", ["theirs", "mine", "merge", "rebook"])
+def test_conflict_resolutions_converge(ws: Any, desk: CentralDesk, how: str) -> None:
+    from app.services.conflicts import ConflictService
+
+    a, a2, rec = _conflict(ws)
+    svc = ConflictService(a2.store, a2.trading, a2.bus)
+    [c] = svc.open_conflicts()
+    assert set(c.differing) == {"price", "quantity", "comment"}
+    if how == "theirs":
+        svc.keep_theirs(c.id)
+    elif how == "mine":
+        svc.keep_mine(c.id)
+    elif how == "merge":
+        svc.merge(c.id, {"quantity": "mine"})
+    else:
+        svc.rebook(c.id)
+    assert svc.open_conflicts() == []
+    a2.engine.sync_once()
+    a.engine.sync_once()
+    mine_now, theirs_now = a2.repo.get(rec.trade_uuid), a.repo.get(rec.trade_uuid)
+    assert mine_now.version == theirs_now.version  # both desks converge
+    expected = {
+        "theirs": ("82.000000", "1000.000"),
+        "mine": ("79.000000", "2000.000"),
+        "merge": ("82.000000", "2000.000"),
+        "rebook": ("82.000000", "1000.000"),
+    }[how]
+    assert (str(theirs_now.price), str(theirs_now.quantity)) == expected
+    if how == "rebook":
+        assert a.repo.count_current() == 2 == a2.repo.count_current()
+
+
+def test_double_submit_books_once(ws: Any, desk: CentralDesk) -> None:
+    import uuid as _uuid
+
+    a = ws("alice")
+    client_id = _uuid.uuid4()
+    recs = [a.book(trade_uuid=client_id) for _ in range(5)]
+    assert {r.trade_uuid for r in recs} == {client_id}
+    a.engine.sync_once()
+    assert central_versions(desk) == [(client_id.hex, 1)]
+    from app.models.repository import DuplicateBookingError
+
+    with pytest.raises(DuplicateBookingError):
+        a.book(trade_uuid=client_id, price="90")

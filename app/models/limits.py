@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.models import audit
 from app.models.entities import Book, BreachKind, LimitBreach, LimitKind, Product, RiskLimit
 from app.models.store import Store
 from app.models.types import QUANTITY_PLACES, to_scaled, utcnow
@@ -375,6 +376,7 @@ class LimitRepository:
             s.add(row)
             s.flush()
             s.refresh(row)
+            _audit(s, user, "create", None, row)
             return LimitRecord.from_orm(row)
 
     def _bump(
@@ -404,8 +406,10 @@ class LimitRepository:
     ) -> LimitRecord:
         """Replace the editable fields of a limit (``StaleLimitError`` on a version mismatch)."""
         with self.store.session() as s:
-            if s.get(RiskLimit, limit_id) is None:
+            cur = s.get(RiskLimit, limit_id)
+            if cur is None:
                 raise LimitNotFoundError(limit_id)
+            before = _audit_state(cur)
             clean = self._checked(s, draft, limit_id)
             row = self._bump(
                 s,
@@ -422,6 +426,7 @@ class LimitRepository:
                 warning_pct=clean.warning_pct,
                 comment=clean.comment,
             )
+            _audit(s, user, "update", before, row)
             return LimitRecord.from_orm(row)
 
     def set_active(
@@ -439,7 +444,10 @@ class LimitRepository:
                 if cur is None:
                     raise LimitNotFoundError(limit_id)
                 self._checked(s, LimitRecord.from_orm(cur).draft(), limit_id)  # no duplicate
+            old = s.get(RiskLimit, limit_id)
+            before = None if old is None else _audit_state(old)
             row = self._bump(s, limit_id, expected_version, user, active=active)
+            _audit(s, user, "activate" if active else "deactivate", before, row)
             if not active:
                 last = self._last(s, limit_id)
                 if last is not None and last.kind is not BreachKind.CLEARED:
@@ -572,3 +580,23 @@ class LimitRepository:
 
 def _eq(column: Any, value: Any) -> Any:
     return column.is_(None) if value is None else column == value
+
+
+def _audit_state(row: RiskLimit) -> dict[str, Any]:
+    """A limit as recorded in the audit trail (decimals as text, so nothing is rounded)."""
+    return {
+        "id": row.id, "book": row.book.name, "kind": row.kind.name, "product": row.product,
+        "currency": row.currency, "confidence": row.confidence,
+        "horizon_days": row.horizon_days, "limit_value": str(row.limit_value),
+        "warning_pct": str(row.warning_pct), "active": bool(row.active), "comment": row.comment,
+        "version": row.version, "updated_by": row.updated_by,
+        "updated_at": audit.format_ts(row.updated_at),
+    }  # fmt: skip
+
+
+def _audit(
+    s: Session, user: str, action: str, before: dict[str, Any] | None, row: RiskLimit
+) -> None:
+    """Append the limit change to the audit trail, in the change's transaction."""
+    audit.append(s, user=user, entity="limit", entity_id=str(row.id), action=action,
+                 before=before, after=_audit_state(row))  # fmt: skip

@@ -16,14 +16,19 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from app.engine.risk.stress import Scenario, ScenarioError
+from app.models.store import StoreError
 
 __all__ = ["FORMAT_VERSION", "ScenarioLibrary", "ScenarioLibraryError"]
 
 FORMAT_VERSION = 1
+#: ``audit(action, entity_id, before, after)`` -> a context manager around the file write.
+AuditHook = Callable[[str, str, Any, Any], AbstractContextManager[Any]]
 
 
 class ScenarioLibraryError(Exception):
@@ -34,11 +39,14 @@ class ScenarioLibrary:
     """The user's saved scenarios in ``path`` (created on the first save).
 
     Thread-safe; names are unique case-insensitively.  ``load_error`` keeps the message of a
-    corrupt file found by :meth:`load` (the GUI shows it once).
+    corrupt file found by :meth:`load` (the GUI shows it once).  ``audit``, when given (see
+    :func:`app.models.audit.settings_recorder`), records every save and delete in the audit
+    trail: ``with audit(action, name, before, after): <write the file>``.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, audit: AuditHook | None = None) -> None:
         self.path = Path(path)
+        self._audit = audit
         self._lock = threading.RLock()
         self._items: list[Scenario] | None = None
         self.load_error: str | None = None
@@ -136,11 +144,12 @@ class ScenarioLibrary:
             pos = next((i for i, s in enumerate(items) if s.name.casefold() == old), None)
             if replace is not None and pos is None:
                 raise KeyError(replace)
+            before = None if pos is None else items[pos].to_dict()
             if pos is None:
                 items.append(scenario)
             else:
                 items[pos] = scenario
-            self._write(items)
+            self._write_audited(items, "save", scenario.name, before, scenario.to_dict())
 
     def delete(self, name: str) -> None:
         with self._lock:
@@ -148,7 +157,21 @@ class ScenarioLibrary:
             keep = [s for s in items if s.name.casefold() != name.casefold()]
             if len(keep) == len(items):
                 raise KeyError(name)
-            self._write(keep)
+            gone = next(s for s in items if s.name.casefold() == name.casefold())
+            self._write_audited(keep, "delete", gone.name, gone.to_dict(), None)
+
+    def _write_audited(
+        self, items: list[Scenario], action: str, name: str, before: Any, after: Any
+    ) -> None:
+        """Write the file inside the audit hook: no audit record, no change."""
+        try:
+            with nullcontext() if self._audit is None else self._audit(
+                action, f"scenario:{name}"[:64], before, after):  # fmt: skip
+                self._write(items)
+        except StoreError as exc:  # the store refused the audit record (locked, full...)
+            raise ScenarioLibraryError(
+                f"the scenarios were not saved: the audit trail could not be written ({exc})"
+            ) from exc
 
     def _write(self, items: list[Scenario]) -> None:
         data = {"version": FORMAT_VERSION, "scenarios": [s.to_dict() for s in items]}

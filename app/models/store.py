@@ -5,15 +5,18 @@ migrations in ``app/models/migrations`` on open. Environment problems (a store w
 version, a store locked by another program, a full disk, a file that is not a store) become
 :class:`StoreError` subclasses whose message is written for the user; bugs stay ordinary
 exceptions. Every write runs in one transaction (:meth:`Store.session`), so a failure leaves the
-file exactly as it was.
+file exactly as it was. :meth:`Store.backup` / :func:`backup_file` copy a live SQLite store with
+SQLite's online backup API.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -225,8 +228,141 @@ class Store:
                 raise
             raise err from exc
 
+    def backup(
+        self,
+        dest_path: Path | str,
+        *,
+        overwrite: bool = False,
+        pages: int = 1024,
+        progress: Callable[[float], None] | None = None,
+    ) -> Path:
+        """Copy the store to ``dest_path`` with SQLite's online backup API; see :func:`backup_file`.
+
+        Safe while other connections (this application's or another program's) keep writing:
+        the copy is the consistent state at the moment the backup started. A PostgreSQL store
+        raises :class:`StoreError` (back it up with ``pg_dump``).
+        """
+        if not self.is_sqlite or self.where in ("", ":memory:") or "///" not in self.url:
+            raise StoreError(
+                f"{self.where} is not a local SQLite file: back up a PostgreSQL database with "
+                "pg_dump (e.g. pg_dump -Fc -f desk.dump DBNAME)."
+            )
+        return backup_file(
+            self.where, dest_path, overwrite=overwrite, pages=pages, progress=progress
+        )
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+def backup_file(
+    src_path: Path | str,
+    dest_path: Path | str,
+    *,
+    overwrite: bool = False,
+    pages: int = 1024,
+    progress: Callable[[float], None] | None = None,
+) -> Path:
+    """Back up the SQLite store file ``src_path`` to ``dest_path`` and return the copy's path.
+
+    Uses ``sqlite3.Connection.backup`` in steps of ``pages`` pages while holding one read
+    transaction on the source, so the copy is the consistent snapshot at the start even while
+    other connections write (WAL mode lets them continue; the backup never restarts). The copy
+    is written to a temporary file beside ``dest_path``, switched to a single-file journal
+    mode, checked with ``PRAGMA integrity_check`` and only then moved into place, so an
+    interrupted or failed backup leaves no partial file. The source is never modified (nor
+    migrated). ``progress(fraction)`` is called after each step.
+
+    Raises
+    ------
+    StoreError
+        ``dest_path`` exists (unless ``overwrite``), is the store itself, or its folder does
+        not exist; the source is missing or not a SQLite database; the disk is full
+        (:class:`StoreFullError`); the copy failed its integrity check.
+    """
+    src = Path(src_path)
+    dest = Path(dest_path).expanduser()
+    if not src.is_file():
+        raise StoreUnreadableError(f"There is no local store at {src}.")
+    if dest.exists() and dest.resolve() == src.resolve():
+        raise StoreError(f"{dest} is the store itself; choose another file for the backup.")
+    if dest.is_dir():
+        raise StoreError(f"{dest} is a folder; give the backup a file name (e.g. store-backup.db).")
+    if dest.exists() and not overwrite:
+        raise StoreError(f"{dest} already exists; choose another file or allow overwriting it.")
+    if not dest.parent.is_dir():
+        raise StoreError(f"Cannot write the backup: the folder {dest.parent} does not exist.")
+    if pages == 0 or pages < -1:
+        raise ValueError("pages must be positive, or -1 for all at once")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+
+    def on_step(_status: int, remaining: int, total: int) -> None:
+        if progress is not None and total > 0:
+            progress(1.0 - remaining / total)
+
+    try:
+        with closing(sqlite3.connect(src, isolation_level=None, timeout=10)) as source:
+            # Fail early (and without creating anything) on a file that is not a database.
+            source.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            with closing(sqlite3.connect(tmp, isolation_level=None)) as target:
+                # One read transaction across all steps: a consistent snapshot, and writes by
+                # other connections do not restart the backup.
+                source.execute("BEGIN")
+                source.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                try:
+                    source.backup(target, pages=pages, progress=on_step)
+                finally:
+                    source.execute("COMMIT")
+                # The copy is one self-contained file, not a WAL database.
+                target.execute("PRAGMA journal_mode = DELETE")
+                check = [r[0] for r in target.execute("PRAGMA integrity_check").fetchall()]
+                if check != ["ok"]:
+                    raise StoreError(f"The backup copy failed its integrity check: {check[:3]}")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, dest)
+        else:
+            os.link(tmp, dest)  # atomic "create, never overwrite"
+            tmp.unlink()
+    except FileExistsError as exc:
+        _remove_quietly(tmp)
+        raise StoreError(f"{dest} already exists; choose another file.") from exc
+    except sqlite3.Error as exc:
+        _remove_quietly(tmp)
+        msg = str(exc).lower()
+        if "full" in msg:
+            raise StoreFullError(
+                f"The disk holding {dest} is full: no backup was written. Free some space or "
+                "choose another disk."
+            ) from exc
+        if "not a database" in msg or "malformed" in msg:
+            raise StoreUnreadableError(f"{src} is not a QuantaEnergi store or is damaged.") from exc
+        raise StoreError(f"Could not back up {src} to {dest}: {exc}.") from exc
+    except OSError as exc:
+        _remove_quietly(tmp)
+        if exc.errno == errno.ENOSPC:
+            raise StoreFullError(
+                f"The disk holding {dest} is full: no backup was written."
+            ) from exc
+        raise StoreError(f"Could not write the backup {dest}: {exc.strerror or exc}.") from exc
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    if progress is not None:
+        progress(1.0)
+    log.info("Backed up %s to %s (%d bytes)", src, dest, dest.stat().st_size)
+    return dest
+
+
+def _remove_quietly(path: Path) -> None:
+    for p in (path, Path(f"{path}-journal"), Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            log.warning("Could not remove %s", p)
 
 
 def _safe(url: str) -> str:

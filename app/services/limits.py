@@ -26,6 +26,7 @@ changes (``ok -> warning -> breach -> cleared``), never on a refresh that change
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -44,6 +45,8 @@ from app.models.limits import (
     LimitRepository,
 )
 from app.models.types import utcnow
+from app.services.approvals import FourEyes, check_limit_approval, check_limit_draft
+from app.services.auth import Action, Principal, require
 from app.services.risk import RiskResult, RiskService, TenorVol, risk_inputs
 
 __all__ = [
@@ -283,6 +286,8 @@ class LimitService:
 
     ``risk`` returns the risk service (called on the worker thread, only for VaR/ES limits);
     ``tenor_vols`` returns the tenor volatility models for :func:`risk_inputs`.
+    Creating and changing limits needs :attr:`~app.services.auth.Action.SET_LIMIT` for the
+    limit's book (``principal``: default the local owner, who may do everything).
     Thread-safe: every call opens its own sessions.
     """
 
@@ -291,24 +296,80 @@ class LimitService:
         repo: LimitRepository,
         risk: RiskService | Callable[[], RiskService] | None = None,
         tenor_vols: Callable[[], Mapping[str, TenorVol]] | None = None,
+        *,
+        principal: Principal | None = None,
     ) -> None:
         self.repo = repo
         self.risk = risk
         self.tenor_vols = tenor_vols
+        self.principal = principal or Principal.local_owner("local")
+
+    def set_principal(self, principal: Principal) -> None:
+        """Switch the signed-in user."""
+        self.principal = principal
+
+    def _require_set_limit(self, book_id: int | None = None, limit_id: int | None = None) -> None:
+        if self.principal.is_local_owner:
+            return
+        if limit_id is not None:
+            require(self.principal, Action.SET_LIMIT, self.repo.get(limit_id).book_name)
+        if book_id is not None:
+            require(self.principal, Action.SET_LIMIT, self.repo.books().get(book_id, str(book_id)))
 
     # ------------------------------------------------------------------ CRUD
 
-    def create(self, draft: LimitDraft, user: str) -> LimitRecord:
+    def _four_eyes(
+        self, approval: str | None, limit_id: int | None, book_id: int
+    ) -> FourEyes | None:
+        """Every limit change needs an approved four-eyes request (``ApprovalRequired``
+        otherwise); with ``approval`` the approver executes it (APPROVE, not SET_LIMIT)."""
+        if approval is None:
+            self._require_set_limit(book_id, limit_id)
+        book = self.repo.books().get(book_id, str(book_id))
+        return check_limit_approval(self.repo.store, self.principal, approval, limit_id, book)
+
+    def create(self, draft: LimitDraft, user: str, *, approval: str | None = None) -> LimitRecord:
+        """Create a limit; needs an approved four-eyes request ``approval``."""
+        if approval is None:
+            check_limit_draft(self.repo, draft, None)  # a bad draft says so before four-eyes
+        four_eyes = self._four_eyes(approval, None, draft.book_id)
+        draft = dataclasses.replace(draft, comment=_annotate(four_eyes, draft.comment))
         lim = self.repo.create(draft, user)
         log.info("Limit #%d created by %s: %s %s", lim.id, user, lim.title, lim.limit_value)
         return lim
 
-    def update(self, limit_id: int, version: int, draft: LimitDraft, user: str) -> LimitRecord:
+    def update(
+        self,
+        limit_id: int,
+        version: int,
+        draft: LimitDraft,
+        user: str,
+        *,
+        approval: str | None = None,
+    ) -> LimitRecord:
+        """Change a limit; needs an approved four-eyes request ``approval``."""
+        if approval is None:
+            check_limit_draft(self.repo, draft, limit_id)
+        four_eyes = self._four_eyes(approval, limit_id, draft.book_id)
+        draft = dataclasses.replace(draft, comment=_annotate(four_eyes, draft.comment))
         lim = self.repo.update(limit_id, version, draft, user)
         log.info("Limit #%d changed by %s: %s %s", lim.id, user, lim.title, lim.limit_value)
         return lim
 
-    def set_active(self, limit_id: int, version: int, active: bool, user: str) -> LimitRecord:
+    def set_active(
+        self,
+        limit_id: int,
+        version: int,
+        active: bool,
+        user: str,
+        *,
+        approval: str | None = None,
+    ) -> LimitRecord:
+        """(De)activate a limit; deactivating needs an approved four-eyes request."""
+        if active:
+            self._require_set_limit(limit_id=limit_id)
+        else:
+            self._four_eyes(approval, limit_id, self.repo.get(limit_id).book_id)
         lim = self.repo.set_active(limit_id, version, active, user)
         log.info("Limit #%d %s by %s", lim.id, "activated" if active else "deactivated", user)
         return lim
@@ -356,3 +417,7 @@ class LimitService:
             if u is not None:
                 log.info("%s", alert_text(u, t.kind))
         return ev
+
+
+def _annotate(four_eyes: FourEyes | None, comment: str) -> str:
+    return comment if four_eyes is None else four_eyes.annotate(comment, 200)

@@ -18,6 +18,8 @@ from typing import Any
 from app.models.enums import ExerciseStyle, InstrumentType, OptionType, Side, TradeStatus, Unit
 from app.models.repository import RefData, TradeRecord, TradeRepository
 from app.models.types import PRICE_PLACES, QUANTITY_PLACES, to_scaled
+from app.services.approvals import check_trade_approval
+from app.services.auth import Action, Principal, require
 from app.services.events import TRADES_CHANGED, EventBus
 
 #: Input fields of a trade, in the order forms and files present them.
@@ -205,6 +207,16 @@ def validate_trade(raw: Mapping[str, Any], ref: RefData) -> Validation:
     return res
 
 
+def _with_client_id(economics: dict[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Carry a client-chosen ``trade_uuid`` (the ticket picks one when it opens) so the same
+    booking submitted twice is stored once (see TradeRepository.insert_trades)."""
+    given = raw.get("trade_uuid")
+    if given:
+        return {**economics, "trade_uuid": given if isinstance(given, uuid.UUID)
+                else uuid.UUID(str(given))}  # fmt: skip
+    return economics
+
+
 def current_user() -> str:
     """The signed-in user (the OS account until sign-in exists)."""
     try:
@@ -213,14 +225,70 @@ def current_user() -> str:
         return "unknown"
 
 
-class TradingService:
-    """Capture, amend and cancel trades; publishes :data:`TRADES_CHANGED` after each write."""
+#: The trade lifecycle, one step at a time (:meth:`TradingService.advance`). Cancelled is
+#: reached only through :meth:`TradingService.cancel` and is terminal.
+LIFECYCLE = (
+    TradeStatus.CAPTURED, TradeStatus.VALIDATED, TradeStatus.CONFIRMED, TradeStatus.ALLOCATED,
+    TradeStatus.SETTLED, TradeStatus.INVOICED, TradeStatus.PAID,
+)  # fmt: skip
 
-    def __init__(self, repo: TradeRepository, bus: EventBus, user: str | None = None) -> None:
+
+def next_status(status: TradeStatus) -> TradeStatus | None:
+    """The lifecycle step after ``status`` (``None`` after Paid and for Cancelled)."""
+    if status not in LIFECYCLE:
+        return None
+    i = LIFECYCLE.index(status)
+    return LIFECYCLE[i + 1] if i + 1 < len(LIFECYCLE) else None
+
+
+def check_step(current: TradeStatus, to_status: TradeStatus) -> None:
+    """Raise :class:`TradeValidationError` unless ``current -> to_status`` is one lifecycle step."""
+    if current is TradeStatus.CANCELLED:
+        raise TradeValidationError({"status": "a cancelled trade cannot move any more"})
+    if to_status is TradeStatus.CANCELLED:
+        raise TradeValidationError({"status": "use Cancel (with a reason) to cancel a trade"})
+    nxt = next_status(current)
+    if to_status is not nxt:
+        if nxt is None:
+            why = f"{current.label} is the last step of the lifecycle"
+        else:
+            why = f"a {current.label} trade can only move to {nxt.label}"
+        raise TradeValidationError({"status": f"{current.label} -> {to_status.label}: {why}"})
+
+
+class TradingService:
+    """Capture, amend, cancel and advance trades; publishes :data:`TRADES_CHANGED` after each
+    write. Every write checks the :class:`~app.services.auth.Principal`'s permissions (the
+    local owner, when no users are configured, may do everything)."""
+
+    def __init__(
+        self,
+        repo: TradeRepository,
+        bus: EventBus,
+        user: str | None = None,
+        *,
+        principal: Principal | None = None,
+    ) -> None:
         self.repo = repo
         self.bus = bus
-        self.user = user or current_user()
+        self.principal = principal or Principal.local_owner(user or current_user())
         self._ref: RefData | None = None
+
+    @property
+    def user(self) -> str:
+        """The signed-in user's name (written into trade versions)."""
+        return self.principal.username
+
+    def set_principal(self, principal: Principal) -> None:
+        """Switch the signed-in user (sign-in, sign-out / switch user)."""
+        self.principal = principal
+
+    def _book(self, book_id: int) -> Any:
+        """The book (a :class:`~app.models.repository.BookRef`) or its id if unknown here."""
+        ref = self.refdata.books.get(book_id)
+        if ref is None:
+            ref = self.refresh_refdata().books.get(book_id)
+        return ref if ref is not None else str(book_id)
 
     @property
     def refdata(self) -> RefData:
@@ -245,37 +313,95 @@ class TradingService:
         bad = {f"row {i + 1}.{k}": v for i, r in enumerate(results) for k, v in r.errors.items()}
         if bad:
             raise TradeValidationError(bad if len(raws) > 1 else results[0].errors)
-        records = self.repo.insert_trades([r.economics for r in results], self.user)
+        for book_id in {r.economics["book_id"] for r in results}:
+            require(self.principal, Action.CAPTURE, self._book(book_id))
+        econ = [_with_client_id(r.economics, raw) for r, raw in zip(results, raws, strict=True)]
+        records = self.repo.insert_trades(econ, self.user)
         self.bus.publish(TRADES_CHANGED, trade_uuids=[r.trade_uuid for r in records],
                          kind="captured")  # fmt: skip
         return records
 
     def amend(
-        self, trade_uuid: uuid.UUID, expected_version: int, raw: Mapping[str, Any]
+        self,
+        trade_uuid: uuid.UUID,
+        expected_version: int,
+        raw: Mapping[str, Any],
+        *,
+        approval: str | None = None,
     ) -> TradeRecord:
-        """Write a new version with the validated economics of ``raw``."""
+        """Write a new version with the validated economics of ``raw``.
+
+        A Confirmed-or-later trade needs four-eyes: without ``approval`` this raises
+        :class:`~app.services.approvals.ApprovalRequired` (nothing written); with it, the
+        approved request is verified (see :func:`~app.services.approvals.check_trade_approval`)
+        and the new version's comment records who asked and who approved.
+        """
         current = self.repo.get(trade_uuid)
+        if approval is None:
+            require(self.principal, Action.AMEND, self._book(current.book_id))
         if current.status is TradeStatus.CANCELLED:
             raise TradeValidationError({"status": "a cancelled trade cannot be amended"})
         res = self.validate(raw)
         if not res.ok:
             raise TradeValidationError(res.errors)
-        rec = self.repo.new_version(trade_uuid, expected_version, self.user, res.economics)
+        if approval is None:
+            require(self.principal, Action.AMEND, self._book(res.economics["book_id"]))
+        four_eyes = check_trade_approval(self.repo.store, self.principal, approval,
+                                         "trade_amend", current, self._book(current.book_id))  # fmt: skip
+        econ = res.economics
+        if four_eyes is not None:
+            econ = {**econ, "comment": four_eyes.annotate(econ.get("comment") or "", 500)}
+        rec = self.repo.new_version(trade_uuid, expected_version, self.user, econ)
         self.bus.publish(TRADES_CHANGED, trade_uuids=[trade_uuid], kind="amended")
         return rec
 
-    def cancel(self, trade_uuid: uuid.UUID, expected_version: int, reason: str) -> TradeRecord:
-        """Cancel a trade (a new version with status Cancelled; nothing is deleted)."""
+    def cancel(
+        self,
+        trade_uuid: uuid.UUID,
+        expected_version: int,
+        reason: str,
+        *,
+        approval: str | None = None,
+    ) -> TradeRecord:
+        """Cancel a trade (a new version with status Cancelled; nothing is deleted).
+
+        Four-eyes as in :meth:`amend`: a Confirmed-or-later trade needs an approved request.
+        """
         if not reason.strip():
             raise TradeValidationError({"comment": "give a reason for the cancellation"})
         current = self.repo.get(trade_uuid)
+        if approval is None:
+            require(self.principal, Action.CANCEL, self._book(current.book_id))
         if current.status is TradeStatus.CANCELLED:
             raise TradeValidationError({"status": "the trade is already cancelled"})
+        four_eyes = check_trade_approval(self.repo.store, self.principal, approval,
+                                         "trade_cancel", current, self._book(current.book_id))  # fmt: skip
+        comment = f"Cancelled: {reason.strip()}"
+        if four_eyes is not None:
+            comment = four_eyes.annotate(comment, 500)
         rec = self.repo.new_version(
             trade_uuid, expected_version, self.user,
-            {"comment": f"Cancelled: {reason.strip()}"[:500]}, status=TradeStatus.CANCELLED,
+            {"comment": comment[:500]}, status=TradeStatus.CANCELLED,
         )  # fmt: skip
         self.bus.publish(TRADES_CHANGED, trade_uuids=[trade_uuid], kind="cancelled")
+        return rec
+
+    def advance(
+        self, trade_uuid: uuid.UUID, expected_version: int, to_status: TradeStatus
+    ) -> TradeRecord:
+        """Move a trade one lifecycle step (:data:`LIFECYCLE`) to ``to_status``.
+
+        Writes a new version with the same economics. Raises :class:`TradeValidationError`
+        for an illegal step (a jump, a step back, anything after Cancelled),
+        :class:`~app.services.auth.PermissionDenied` when the principal may not (beyond
+        Validated is back office) and ``StaleVersionError`` for a stale ``expected_version``.
+        """
+        current = self.repo.get(trade_uuid)
+        require(self.principal, Action.LIFECYCLE, self._book(current.book_id),
+                to_status=to_status)  # fmt: skip
+        check_step(current.status, to_status)
+        rec = self.repo.new_version(trade_uuid, expected_version, self.user, status=to_status)
+        self.bus.publish(TRADES_CHANGED, trade_uuids=[trade_uuid], kind="lifecycle")
         return rec
 
     def raw_from_record(self, rec: TradeRecord) -> dict[str, Any]:

@@ -22,12 +22,16 @@ local writes (``TRADES_CHANGED``), and a backoff timer while offline.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import random
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +62,9 @@ Connect = Callable[[], Any]  # -> psycopg.Connection (autocommit off)
 
 #: Clock difference to the server above which the user is warned.
 SKEW_WARN_S = 120.0
+#: Longest wait between reconnection attempts (with full jitter: 0.5x-1.5x). Short, so the
+#: outbox drains within seconds of a healed network; one failed attempt costs one SYN.
+MAX_BACKOFF_S = 2.0
 
 
 class SchemaMismatch(Exception):
@@ -125,10 +132,11 @@ class SyncEngine:
         *,
         username: str,
         schema_head: str | None = None,
-        batch: int = 500,
+        batch: int = 1000,
         pull_batch: int = 1000,
         poll_s: float = 15.0,
         listen: bool = True,
+        op_timeout_s: float = 20.0,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -140,6 +148,9 @@ class SyncEngine:
         self.poll_s = poll_s
         self.listen = listen
         self.counters = SyncCounters()
+        self.op_timeout_s = op_timeout_s
+        self._kicked = 0.0  # monotonic time of the last progress in a cycle; 0: idle
+        self._watchdog: threading.Thread | None = None
         self._conn: Any = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -207,7 +218,7 @@ class SyncEngine:
                 self._close()
                 self._publish("offline", message=_short(exc))
                 timeout = backoff * (0.5 + random.random())
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
             self._wake.wait(timeout)
             self._wake.clear()
 
@@ -230,11 +241,36 @@ class SyncEngine:
                 if not self._stop.is_set():
                     log.info("Sync listener lost its connection: %s", _short(exc))
                 self._stop.wait(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
+
+    # -- watchdog: no call may hang, whatever the network does ---------------------------------
+    def _kick(self) -> None:
+        self._kicked = time.monotonic()
+
+    def _ensure_watchdog(self) -> None:
+        if self._watchdog is None or not self._watchdog.is_alive():
+            self._watchdog = threading.Thread(target=self._watch, name="qe-sync-watchdog",
+                                              daemon=True)  # fmt: skip
+            self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Abort the connection when a cycle makes no progress for ``op_timeout_s``.
+
+        libpq's keepalives and TCP_USER_TIMEOUT do not notice a black hole that still
+        acknowledges packets (a stateful firewall, a hung proxy) while we wait for a reply;
+        shutting the socket down makes the blocked call fail at once.
+        """
+        while not self._stop.wait(0.25):
+            kicked, conn = self._kicked, self._conn
+            if kicked and conn is not None and time.monotonic() - kicked > self.op_timeout_s:
+                log.warning("Desk database did not answer for %.0f s: dropping the connection",
+                            self.op_timeout_s)  # fmt: skip
+                _shutdown_socket(conn)
+                self._kicked = time.monotonic()
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -243,6 +279,12 @@ class SyncEngine:
             self._conn = None
 
     def _connection(self) -> Any:
+        if self._conn is not None and not self._conn.closed:
+            try:  # a server restart leaves the old connection looking open until used
+                self._conn.execute("SELECT 1")
+                self._conn.commit()
+            except Exception:
+                self._close()
         if self._conn is None or self._conn.closed:
             self._publish("connecting")
             conn = self._connect()
@@ -274,16 +316,25 @@ class SyncEngine:
         """Connect if needed, refresh reference data, push everything pending, pull until
         caught up. Raises on connection errors (the caller backs off)."""
         with self._lock:
-            conn = self._connection()
-            self._publish("syncing")
-            self.pull_refdata(conn)
-            self.push(conn)
-            self.pull(conn)
-            self.counters.cycles += 1
-            self._last_sync = utcnow()
-            with self.store.session() as s:
-                _set_state(s, "last_sync", self._last_sync.isoformat())
-            self._publish("online")
+            self._ensure_watchdog()
+            self._kick()
+            try:
+                self._cycle()
+            finally:
+                self._kicked = 0.0
+
+    def _cycle(self) -> None:
+        conn = self._connection()
+        self._publish("syncing")
+        self.pull_refdata(conn)
+        self._check_checkpoint(conn)  # a restored server: re-queue what it lost, then push
+        self.push(conn)
+        self.pull(conn)
+        self.counters.cycles += 1
+        self._last_sync = utcnow()
+        with self.store.session() as s:
+            _set_state(s, "last_sync", self._last_sync.isoformat())
+        self._publish("online")
 
     # -- reference data -----------------------------------------------------------------------
     def pull_refdata(self, conn: Any) -> None:
@@ -311,33 +362,51 @@ class SyncEngine:
             return int(s.scalar(select(func.count()).where(OutboxItem.state == "pending")) or 0)
 
     def push(self, conn: Any) -> int:
-        """Push every pending change of this user; returns how many were acknowledged."""
+        """Push every pending change of this user; returns how many were acknowledged.
+
+        The next batch is read and rendered on a helper thread while the server applies the
+        current one (psycopg releases the GIL while it waits), so client and server overlap.
+        """
         done = 0
         total = self.pending_count()
-        while not self._stop.is_set():
-            with self.store.session() as s:
-                items = list(
-                    s.scalars(
-                        select(OutboxItem)
-                        .where(OutboxItem.state == "pending", OutboxItem.username == self.username)
-                        .order_by(OutboxItem.id)
-                        .limit(self.batch)
-                    )
-                )
-                ops = self._build_ops(s, items)
-            if not items:
-                break
-            reply = conn.execute(
-                "SELECT qe_apply(%s::json, %s)", (json.dumps(ops), self.origin)
-            ).fetchone()[0]
-            faults.point("push.before_commit")
-            conn.commit()
-            faults.point("push.after_commit")
-            self._measure_skew(reply.get("server_time"))
-            done += self._acknowledge(conn, items, reply["results"])
-            if total > self.batch:
-                self._publish("syncing", progress=(min(done, total), total))
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qe-sync-prep") as pool:
+            nxt = pool.submit(self._prepare, 0)
+            while not self._stop.is_set():
+                items, text = nxt.result()
+                if not items:
+                    break
+                nxt = pool.submit(self._prepare, items[-1].id)
+                reply = conn.execute(
+                    "SELECT qe_apply(%s::json, %s)", (text, self.origin)
+                ).fetchone()[0]
+                faults.point("push.before_commit")
+                conn.commit()
+                faults.point("push.after_commit")
+                self._measure_skew(reply.get("server_time"))
+                done += self._acknowledge(conn, items, reply["results"])
+                self._kick()
+                if total > self.batch:
+                    self._publish("syncing", progress=(min(done, total), total))
+            nxt.cancel()
         return done
+
+    def _prepare(self, after_id: int) -> tuple[list[OutboxItem], str]:
+        """The next batch of this user's pending changes after outbox id ``after_id``, and
+        the JSON text of its operations."""
+        with self.store.session() as s:
+            items = list(
+                s.scalars(
+                    select(OutboxItem)
+                    .where(
+                        OutboxItem.state == "pending",
+                        OutboxItem.username == self.username,
+                        OutboxItem.id > after_id,
+                    )
+                    .order_by(OutboxItem.id)
+                    .limit(self.batch)
+                )
+            )
+            return items, json.dumps(self._build_ops(s, items)) if items else ""
 
     def _build_ops(self, s: Any, items: Sequence[OutboxItem]) -> list[dict[str, Any]]:
         refs = _Refs(s)
@@ -365,35 +434,39 @@ class SyncEngine:
         acked = 0
         conflicts: list[tuple[OutboxItem, Any]] = []
         now = utcnow()
-        with self.store.session() as s:
-            for item in items:
-                r = by_id.get(item.op_id)
-                if r is None:
-                    continue
-                status = r["status"]
-                values: dict[str, Any] = {"attempts": item.attempts + 1}
-                if status in ("applied", "duplicate"):
-                    values.update(state="acked", server_seq=r.get("seq"), acked_at=now)
-                    acked += 1
-                    if status == "applied":
-                        self.counters.pushed += 1
-                    else:
-                        self.counters.duplicates += 1
-                elif status == "conflict":
-                    values.update(state="conflict",
-                                  last_error=f"the desk database has version "
-                                             f"{r.get('server_version')}")  # fmt: skip
-                    conflicts.append((item, r.get("server_version")))
-                    self.counters.conflicts += 1
+        rows: list[dict[str, Any]] = []
+        head: tuple[int, str] | None = None
+        for item in items:
+            r = by_id.get(item.op_id)
+            if r is None:
+                continue
+            status = r["status"]
+            values: dict[str, Any] = {"id": item.id, "attempts": item.attempts + 1}
+            if status in ("applied", "duplicate"):
+                values.update(state="acked", server_seq=r.get("seq"), acked_at=now)
+                acked += 1
+                if status == "applied":
+                    self.counters.pushed += 1
                 else:
-                    values.update(state="rejected", last_error=str(r.get("error", ""))[:2000])
-                    self.counters.rejected += 1
-                    log.warning("Desk database rejected change %s: %s", item.op_id, r.get("error"))
-                s.execute(update(OutboxItem).where(OutboxItem.id == item.id).values(**values))
-                if r.get("audit_seq") is not None:
-                    remember = getattr(audit, "remember_head", None)
-                    if remember is not None:
-                        remember(s, int(r["audit_seq"]), str(r["audit_hash"]))
+                    self.counters.duplicates += 1
+            elif status == "conflict":
+                # stays pending until _move_aside keeps it in a conflict record
+                values.update(last_error=f"the desk database has version "
+                                         f"{r.get('server_version')}")  # fmt: skip
+                conflicts.append((item, r.get("server_version")))
+                self.counters.conflicts += 1
+            else:
+                values.update(state="rejected", last_error=str(r.get("error", ""))[:2000])
+                self.counters.rejected += 1
+                log.warning("Desk database rejected change %s: %s", item.op_id, r.get("error"))
+            rows.append(values)
+            if r.get("audit_seq") is not None and (head is None or r["audit_seq"] > head[0]):
+                head = (int(r["audit_seq"]), str(r["audit_hash"]))
+        with self.store.session() as s:
+            if rows:
+                s.execute(update(OutboxItem), rows)  # one executemany by primary key
+            if head is not None:  # the newest central chain head this push saw
+                audit.remember_head(s, *head)
         if conflicts:
             ids = []
             for item, _server_version in conflicts:
@@ -430,7 +503,7 @@ class SyncEngine:
                     OutboxItem.entity == "trade",
                     OutboxItem.entity_key == key,
                     OutboxItem.version >= from_version,
-                    OutboxItem.state.in_(("pending", "conflict")),
+                    OutboxItem.state == "pending",
                 )
                 .order_by(OutboxItem.version)
             )
@@ -496,6 +569,7 @@ class SyncEngine:
             if not rows:
                 break
             changed, conflict_ids = self._apply_pulled(conn, rows)
+            self._kick()
             applied += len(rows)
             self.counters.pulled += len(rows)
             if changed:
@@ -590,7 +664,7 @@ class SyncEngine:
                         select(OutboxItem.version).where(
                             OutboxItem.entity == "trade",
                             OutboxItem.entity_key == key,
-                            OutboxItem.state.in_(("pending", "conflict")),
+                            OutboxItem.state == "pending",
                         )
                     )
                 )
@@ -670,21 +744,35 @@ class SyncEngine:
             )
 
 
-def _versions(s: Any, keys: Iterable[tuple[str, int]]) -> list[Trade]:
+def _versions(s: Any, keys: Iterable[tuple[str, int]]) -> list[Any]:
+    """The trade versions ``(uuid hex, version)`` as Core rows (no ORM objects, no joins:
+    attribute access by column name, column types applied)."""
     keys = list(keys)
     if not keys:
         return []
     wanted = set(keys)
     uuids = sorted({uuid.UUID(k) for k, _ in keys})
-    out: list[Trade] = []
+    table = Trade.__table__
+    out: list[Any] = []
     for start in range(0, len(uuids), 500):
         part = uuids[start : start + 500]
         out += [
             t
-            for t in s.scalars(select(Trade).where(Trade.trade_uuid.in_(part)))
+            for t in s.execute(select(table).where(table.c.trade_uuid.in_(part)))
             if (t.trade_uuid.hex, t.version) in wanted
         ]
     return out
+
+
+def _shutdown_socket(conn: Any) -> None:
+    """Make every blocked call on ``conn`` fail now (shutdown on a duplicate of its fd)."""
+    with contextlib.suppress(Exception):
+        fd = conn.pgconn.socket
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def _is_connection_error(exc: BaseException) -> bool:

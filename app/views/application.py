@@ -16,11 +16,14 @@ from app.feed.service import MarketDataService
 from app.logging_setup import install_excepthooks, setup_logging
 from app.models.repository import TradeRepository
 from app.models.store import Store, StoreError
+from app.models.users import UserRepository
 from app.services.events import EventBus
+from app.services.session import SignInService
 from app.services.trading import TradingService
 from app.settings import FeedOptions, Settings
 from app.views.jobs import JobRunner
 from app.views.log_dock import QtLogHandler
+from app.views.login_dialog import central_factory
 from app.views.main_window import AppContext, MainWindow
 
 log = logging.getLogger(__name__)
@@ -51,13 +54,44 @@ def build_context(
         raise
     repo = TradeRepository(store)
     bus = EventBus()
+    users = UserRepository(store)
+    try:
+        central = central_factory(settings.central_url)
+    except ValueError as exc:  # a malformed desk database URL: sign in offline
+        log.warning("Desk database not used for sign-in: %s", exc)
+        central = None
     handler = QtLogHandler()
     logging.getLogger().addHandler(handler)
     return AppContext(
         settings=settings, store=store, repo=repo, trading=TradingService(repo, bus), bus=bus,
         runner=JobRunner(), log_handler=handler, market=_market_service(settings, store, feed),
-        seed_demo_if_empty=seed_demo_if_empty,
+        seed_demo_if_empty=seed_demo_if_empty, users=users, signin=SignInService(users),
+        central=central,
     )  # fmt: skip
+
+
+def sign_in_at_start(ctx: AppContext, headless: bool) -> bool | str:
+    """Ask who is signing in when this workstation has users or a desk database; returns
+    ``True`` (signed in, or single-user: the local owner), ``False`` (the user quit) or a
+    message why it cannot be done (headless runs cannot sign in)."""
+    try:
+        needed = ctx.central is not None or ctx.users.has_users()
+    except StoreError as exc:
+        return str(exc)
+    if not needed:
+        return True
+    if headless:
+        return ("This workstation has users (or a desk database): a screenshot run cannot sign "
+                "in. Use a data directory without users (--data-dir).")  # fmt: skip
+    from app.views.login_dialog import LoginDialog
+
+    dlg = LoginDialog(ctx.signin, ctx.runner, ctx.central)
+    if not dlg.exec() or dlg.result_ is None:
+        return False
+    ctx.trading.set_principal(dlg.result_.principal)
+    ctx.signin_note = dlg.result_.note
+    ctx.sync_connect = dlg.sync_connect
+    return True
 
 
 def _market_service(
@@ -126,6 +160,11 @@ def run_gui(
             close_context(ctx)
             return _fail(screenshot, str(exc))
         ctx.seed_demo_if_empty = False
+    signed = sign_in_at_start(ctx, headless=screenshot is not None)
+    if signed is not True:
+        close_context(ctx)
+        lock.unlock()
+        return 0 if signed is False else _fail(screenshot, str(signed))
     window = MainWindow(ctx)
     window.show()
     code = 0

@@ -29,6 +29,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.models.enums import TradeStatus
+from app.services.auth import Action, Principal, why_not
+from app.services.trading import next_status
 from app.views.blotter_model import COLUMN_INDEX, COLUMNS, BlotterModel, Filters
 from app.views.jobs import JobContext, JobRunner
 
@@ -80,10 +83,18 @@ class BlotterPanel(QWidget):
     """(trade UUID hex) a row was double-clicked or Enter pressed on it"""
     sig_message = Signal(str)
     """(a status message for the user)"""
+    sig_new_trade = Signal()
+    """New trade chosen in the row context menu"""
+    sig_cancel_trade = Signal(str)
+    """(trade UUID hex) Cancel trade chosen in the row context menu"""
+    sig_advance = Signal(str, int, object)
+    """(trade UUID hex, expected version, TradeStatus) a lifecycle step was chosen"""
 
     def __init__(self, runner: JobRunner, parent: Any = None) -> None:
         super().__init__(parent)
         self.runner = runner
+        #: Who is signed in: the row context menu disables what they may not do.
+        self.principal = Principal.local_owner("local")
         self.model = BlotterModel(self)
 
         # Sorting/filtering a big blotter runs on a worker; the latest request wins.
@@ -112,6 +123,9 @@ class BlotterPanel(QWidget):
             header.mapToGlobal(_pos)))  # fmt: skip
         self.apply_default_columns()
         self.table.doubleClicked.connect(self._open_index)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(lambda pos: self.row_menu(
+            self.table.indexAt(pos).row()).exec(self.table.viewport().mapToGlobal(pos)))  # fmt: skip
         QShortcut(QKeySequence(Qt.Key.Key_Return), self.table, self._open_current,
                   context=Qt.ShortcutContext.WidgetShortcut)  # fmt: skip
         QShortcut(QKeySequence.StandardKey.Copy, self.table, self.copy_selection,
@@ -294,6 +308,53 @@ class BlotterPanel(QWidget):
 
         return self.runner.submit(f"Export {path.name}", work, on_result=self.sig_message.emit,
                                   on_error=self.sig_message.emit)  # fmt: skip
+
+    def row_trade(self, row: int) -> tuple[str, int, TradeStatus, str] | None:
+        """(UUID hex, version, status, book name) of a visible row, or ``None``."""
+        if not 0 <= row < self.model.rowCount():
+            return None
+        status = TradeStatus.from_text(self.model.text(row, COLUMN_INDEX["status"]))
+        version = int(self.model.text(row, COLUMN_INDEX["version"]).replace(",", ""))
+        book = self.model.text(row, COLUMN_INDEX["book_id"])
+        return self.model.trade_uuid_at(row), version, status, book  # type: ignore[return-value]
+
+    def row_menu(self, row: int) -> QMenu:
+        """The context menu of ``row`` (-1: no row): New trade, Open / amend, Cancel trade and
+        a Lifecycle submenu with the next step. What the signed-in user may not do is
+        disabled, with a tooltip saying why."""
+        p = self.principal
+        menu = QMenu(self)
+        menu.setToolTipsVisible(True)
+        act = menu.addAction("New trade…", self.sig_new_trade.emit)
+        reason = why_not(p, Action.CAPTURE)
+        act.setEnabled(reason is None)
+        act.setToolTip(reason or "")
+        info = self.row_trade(row)
+        if info is None:
+            return menu
+        uid, version, status, book = info
+        menu.addAction("Open / amend…", lambda: self.sig_open_trade.emit(uid))
+        act = menu.addAction("Cancel trade…", lambda: self.sig_cancel_trade.emit(uid))
+        reason = why_not(p, Action.CANCEL, book)
+        if reason is None and status is TradeStatus.CANCELLED:
+            reason = "The trade is already cancelled."
+        act.setEnabled(reason is None)
+        act.setToolTip(reason or "")
+        life = menu.addMenu("Lifecycle")
+        life.setObjectName("blotter_lifecycle_menu")
+        life.setToolTipsVisible(True)
+        nxt = next_status(status)
+        if nxt is None:
+            act = life.addAction(f"{status.label}: no further step")
+            act.setEnabled(False)
+            act.setToolTip(f"A {status.label.lower()} trade has no next lifecycle step.")
+            return menu
+        act = life.addAction(f"→ {nxt.label}",
+                             lambda: self.sig_advance.emit(uid, version, nxt))  # fmt: skip
+        reason = why_not(p, Action.LIFECYCLE, book, to_status=nxt)
+        act.setEnabled(reason is None)
+        act.setToolTip(reason or f"Move the trade from {status.label} to {nxt.label}")
+        return menu
 
     def select_trade(self, trade_uuid: str) -> bool:
         row = self.model.row_of_trade(trade_uuid)

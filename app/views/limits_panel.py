@@ -63,8 +63,11 @@ from app.models.limits import (
     validate_draft,
 )
 from app.models.store import Store
+from app.services.approvals import ApprovalRequired
+from app.services.auth import Action, PermissionDenied, Principal, why_not
 from app.services.limits import LimitEvaluation, LimitService, LimitUsage, StressLosses
 from app.services.risk import CONFIDENCES, MAX_HORIZON
+from app.views.approvals_panel import ApprovalRequester
 from app.views.jobs import JobContext, JobRunner
 
 __all__ = ["LimitDialog", "LimitsPanel", "LimitsTableModel", "install_limits_tab"]
@@ -195,6 +198,12 @@ class LimitDialog(QDialog):
 
     sig_saved = Signal(object)
     """(LimitRecord) the limit was stored."""
+
+    #: Set by the panel when four-eyes requests can be made: offers "Request approval…" and
+    #: submits ``request_approval(draft, reason)``.
+    approvals: ApprovalRequester | None = None
+    request_approval: Callable[[LimitDraft, str], Any] | None = None
+    _draft: LimitDraft | None = None
 
     def __init__(
         self,
@@ -385,11 +394,12 @@ class LimitDialog(QDialog):
         self.message.setText("Saving…")
         self.message.show()
         save = self._save
+        self._draft = draft
 
         def work(_ctx: JobContext) -> LimitRecord | Exception:
             try:
                 return save(draft)
-            except (LimitValidationError, StaleLimitError, KeyError) as exc:
+            except (LimitValidationError, StaleLimitError, KeyError, PermissionDenied) as exc:
                 return exc  # shown in the dialog, not as a job failure
 
         self.runner.submit("Save limit", work, on_result=self._on_saved,
@@ -400,6 +410,16 @@ class LimitDialog(QDialog):
         self.message.setStyleSheet("color: #b3261e;")
         if isinstance(out, LimitValidationError):
             self.show_errors(out.errors)
+            return
+        if isinstance(out, ApprovalRequired):
+            self.show_errors({}, f"{out} Nothing was saved.")
+            request, draft = self.request_approval, self._draft
+            if self.approvals is not None and request is not None and draft is not None:
+                self.approval_dialog = self.approvals.offer(
+                    self, str(out), lambda reason: request(draft, reason),
+                    on_submitted=lambda rec: self.show_errors(
+                        {}, f"Approval request {rec.request_uuid} submitted: the limit changes "
+                            "once a second user approves it."))  # fmt: skip
             return
         if isinstance(out, Exception):
             self.show_errors({}, str(out).strip("'\""))
@@ -450,6 +470,8 @@ class LimitsPanel(QWidget):
         self.risk_panel = risk_panel
         self.stress = stress
         self.user = user or _user()
+        #: Set by the main window: four-eyes requests for limit changes.
+        self.approvals: ApprovalRequester | None = None
         self.report: Any = getattr(risk_panel, "report", None)
         self.evaluation: LimitEvaluation | None = None
         self.books: dict[int, str] = {}
@@ -637,10 +659,21 @@ class LimitsPanel(QWidget):
         return self.model.rows[rows[0].row()].limit
 
     def _update_buttons(self) -> None:
-        has = self.selected_limit() is not None
-        self.edit_button.setEnabled(has)
-        self.deactivate_button.setEnabled(has)
-        self.add_button.setEnabled(bool(self.books))
+        lim = self.selected_limit()
+        p = self.service.principal
+        why = why_not(p, Action.SET_LIMIT, lim.book_name if lim is not None else None)
+        for b in (self.edit_button, self.deactivate_button):
+            b.setEnabled(lim is not None and why is None)
+            b.setToolTip(why or "")
+        why_add = why_not(p, Action.SET_LIMIT)
+        self.add_button.setEnabled(bool(self.books) and why_add is None)
+        self.add_button.setToolTip(why_add or "")
+
+    def set_principal(self, principal: Principal) -> None:
+        """Switch the signed-in user: limit changes are made (and allowed) as them."""
+        self.service.set_principal(principal)
+        self.user = principal.username
+        self._update_buttons()
 
     def _currencies(self) -> list[str]:
         try:
@@ -663,6 +696,12 @@ class LimitsPanel(QWidget):
         dlg = LimitDialog(self.runner, save, self.books, self.products, self._currencies(),
                           limit, self)  # fmt: skip
         dlg.sig_saved.connect(lambda _rec: self.refresh())
+        if self.approvals is not None:
+            approvals, lim = self.approvals.service, limit
+            dlg.approvals = self.approvals
+            dlg.request_approval = lambda d, reason: approvals.request_limit_change(
+                d, reason, limit_id=None if lim is None else lim.id,
+                expected_version=None if lim is None else lim.version)  # fmt: skip
         self.dialog = dlg
         dlg.open()
         return dlg
@@ -694,10 +733,22 @@ class LimitsPanel(QWidget):
         def work(_ctx: JobContext) -> LimitRecord | Exception:
             try:
                 return service.set_active(lim.id, lim.version, False, user)
-            except (StaleLimitError, KeyError) as exc:
+            except (StaleLimitError, KeyError, PermissionDenied) as exc:
                 return exc
 
         def done(out: LimitRecord | Exception) -> None:
+            if isinstance(out, ApprovalRequired) and self.approvals is not None:
+                self.status.setStyleSheet("color: #b3261e;")
+                self.status.setText(f"Not deactivated yet: {out}")
+                approvals = self.approvals.service
+                self.approval_dialog = self.approvals.offer(
+                    self, str(out), lambda reason: approvals.request_limit_change(
+                        None, reason, limit_id=lim.id, expected_version=lim.version,
+                        deactivate=True),
+                    on_submitted=lambda rec: self.status.setText(
+                        f"Deactivation request {rec.request_uuid} submitted; waiting for "
+                        "approval."))  # fmt: skip
+                return
             if isinstance(out, Exception):
                 self.status.setStyleSheet("color: #b3261e;")
                 self.status.setText(f"Not deactivated: {out}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -25,15 +25,25 @@ from app import __version__
 from app.feed.market_state import FeedStatus
 from app.feed.service import MarketDataService
 from app.models import demo
+from app.models.enums import TradeStatus
 from app.models.repository import RefData, TradeRepository
 from app.models.store import Store, StoreError
+from app.services.approvals import ApprovalService
+from app.services.audit import AuditService
+from app.services.auth import Action, PermissionDenied, Principal, why_not
+from app.services.conflicts import ConflictService
 from app.services.events import TRADES_RELOAD, EventBus
 from app.services.positions import PositionService
 from app.services.trading import TradingService
 from app.settings import Settings
+from app.sync.connection import CentralConfig
+from app.sync.status import SyncStatus
 from app.views import feed_status
+from app.views.approvals_panel import ApprovalRequester, ApprovalsPanel
+from app.views.audit_panel import AuditPanel
 from app.views.blotter import BlotterPanel
 from app.views.bridge import EventBridge
+from app.views.conflicts_panel import ConflictsPanel
 from app.views.curve_panel import ForwardCurvePanel
 from app.views.jobs import JobContext, JobRunner
 from app.views.jobs_dock import JobsIndicator, JobsPanel
@@ -46,6 +56,7 @@ from app.views.positions import PositionsPanel
 from app.views.pricer import OptionsPricerPanel
 from app.views.risk_charts import install_risk_charts
 from app.views.risk_panel import RiskPanel
+from app.views.settings_dialog import SettingsDialog, describe_sync_status, initial_sync_status
 from app.views.stress_panel import install_stress_tabs
 from app.views.ticket import TicketDialog
 from app.views.whatif import WhatIfPanel
@@ -75,6 +86,17 @@ class AppContext:
     log_handler: QtLogHandler
     market: MarketDataService
     seed_demo_if_empty: bool = True
+    #: Users of this workstation (app.models.users.UserRepository) and sign-in
+    #: (app.services.session.SignInService); ``None`` in tests/scripts that need no sign-in.
+    users: Any = None
+    signin: Any = None
+    #: Desk database connector for sign-in (app.services.session.CentralConnector) or None.
+    central: Any = None
+    #: Note from the last sign-in (e.g. "Working offline: ..."), shown in the status bar.
+    signin_note: str = ""
+    #: Opens a desk database connection as the signed-in user (from the sign-in dialog), or
+    #: None: no sync worker runs (single-user, or no desk database configured).
+    sync_connect: Any = None
 
 
 class MainWindow(QMainWindow):
@@ -126,7 +148,7 @@ class MainWindow(QMainWindow):
         )
         self.risk = RiskPanel(ctx.runner, self.positions, scheduler=ctx.settings.dask_scheduler)
         self.stress_panel, self.scenario_grid = install_stress_tabs(
-            self.risk, ctx.settings.data_dir
+            self.risk, ctx.settings.data_dir, ctx.store, lambda: ctx.trading.principal.username
         )
         self.backtest_panel, self.var_history = install_risk_charts(self.risk)
         self.limits_panel = install_limits_tab(
@@ -134,6 +156,18 @@ class MainWindow(QMainWindow):
         )
         self.whatif = WhatIfPanel(ctx.runner, self.positions, self.risk, ctx.trading)
         self.whatif.limits = self.limits_panel.service
+        self.conflicts_panel = ConflictsPanel(
+            ctx.runner, ConflictService(ctx.store, ctx.trading, ctx.bus), self.bridge
+        )
+        self.conflicts_panel.sig_count.connect(self._on_conflict_count)
+        self.approvals = ApprovalService(ctx.store, ctx.bus, ctx.trading, self.limits_panel.service,
+                                         lambda: ctx.trading.principal)  # fmt: skip
+        self.approvals_panel = ApprovalsPanel(ctx.runner, self.approvals)
+        self.approvals_panel.sig_message.connect(lambda m: self.show_message(m))
+        requester = ApprovalRequester(self.approvals, ctx.runner)
+        TicketDialog.approvals = requester  # "Request approval…" when four-eyes is needed
+        self.limits_panel.approvals = requester
+        self._conflicts_seen = 0
         TicketDialog.hooks = self.whatif  # pre-trade impact and "Add to what-if" in tickets
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("market_watch_dock", "Market Watch", self.market_watch)
@@ -145,6 +179,13 @@ class MainWindow(QMainWindow):
         self._add_dock("whatif_dock", "What-if", self.whatif)
         self._add_dock("jobs_dock", "Jobs", self.jobs_panel)
         self._add_dock("log_dock", "Log / Alerts", self.log_panel)
+        self._add_dock("conflicts_dock", "Conflicts", self.conflicts_panel)
+        self._add_dock("approvals_dock", "Approvals", self.approvals_panel)
+        self.audit_panel = AuditPanel(
+            ctx.runner, AuditService(ctx.store, lambda: ctx.trading.principal)
+        )
+        self.audit_panel.sig_message.connect(self.show_message)
+        self._add_dock("audit_dock", "Audit", self.audit_panel)
         placeholder = QWidget()
         placeholder.setMaximumSize(0, 0)
         self.setCentralWidget(placeholder)  # all panels are docks
@@ -156,6 +197,10 @@ class MainWindow(QMainWindow):
         self._restored = self.layouts.restore_session(self)
 
         self.blotter.sig_open_trade.connect(self.open_trade)
+        self.blotter.sig_new_trade.connect(self.new_trade)
+        self.blotter.sig_cancel_trade.connect(self.cancel_trade)
+        self.blotter.sig_advance.connect(self.advance_trade)
+        self.set_principal(ctx.trading.principal, ctx.signin_note)
         self.pricer.sig_booked.connect(self._on_option_booked)
         self.blotter.sig_message.connect(self.show_message)
         self.bridge.sig_trades_changed.connect(self._on_trades_changed)
@@ -171,6 +216,7 @@ class MainWindow(QMainWindow):
         self.market_bridge.sig_curves.connect(self.pricer.on_curves)
         self.market_bridge.sig_vols.connect(self.pricer.on_vols)
         self.market_bridge.sig_status.connect(self._on_feed_status)
+        self.bridge.sig_sync_status.connect(self._on_sync_status)
         QTimer.singleShot(0, self.start)
 
     def _stress_losses(self) -> dict[str, dict[str, float]] | None:
@@ -207,9 +253,10 @@ class MainWindow(QMainWindow):
         sb = self.statusBar()
         self.store_status = QLabel("Local store: opening…")
         self.central_status = QLabel("Central DB: not configured")
-        self.central_status.setToolTip("Set QE_CENTRAL_URL (desk database sync comes with the "
-                                       "sync module)")  # fmt: skip
+        self._on_sync_status(initial_sync_status(self.ctx.settings.central_url))
         self.feed_status = QLabel("Price feed: not configured")
+        self.user_status = QLabel("")
+        self.user_status.setObjectName("status_user")
         self.jobs_indicator = JobsIndicator(self.ctx.runner)
         self.jobs_indicator.sig_clicked.connect(lambda: self.show_dock("jobs_dock"))
         self.alerts_label = QLabel("")
@@ -218,6 +265,7 @@ class MainWindow(QMainWindow):
                   self.jobs_indicator, self.alerts_label):  # fmt: skip
             w.setObjectName(f"status_{len(sb.children())}")
             sb.addPermanentWidget(w)
+        sb.addPermanentWidget(self.user_status)
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
@@ -225,11 +273,18 @@ class MainWindow(QMainWindow):
         self.act_new = f.addAction("&New trade…", QKeySequence("Ctrl+N"), self.new_trade)
         f.addAction("&Import trades (CSV/Excel)…", QKeySequence("Ctrl+I"), self.import_trades)
         f.addAction("&Export all trades (CSV/Excel)…", self.export_trades)
+        f.addAction("&Back up local store…", self.backup_store)
         f.addSeparator()
         d = f.addMenu("&Demo data")
         d.addAction("Reseed demo desk", self.reseed_demo)
         d.addAction("Clear demo data", self.clear_demo)
         f.addSeparator()
+        self.act_settings = f.addAction("&Settings…", QKeySequence.StandardKey.Preferences,
+                                        self.open_settings)  # fmt: skip
+        self.act_settings.setMenuRole(QAction.MenuRole.PreferencesRole)
+        self.act_sign_out = f.addAction("Sign &out / switch user…", self.sign_out)
+        self.act_sign_out.setObjectName("act_sign_out")
+        f.setToolTipsVisible(True)  # why New trade or Sign out is disabled
         f.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
         v = mb.addMenu("&View")
         for dock in self.docks.values():
@@ -262,7 +317,8 @@ class MainWindow(QMainWindow):
         )
         pos, rk = self.docks["positions_dock"], self.docks["risk_dock"]
         wi = self.docks["whatif_dock"]
-        for dock in (b, pr, j, lg, mw, fc, pos, rk, wi):
+        cf = self.docks["conflicts_dock"]
+        for dock in (b, pr, j, lg, mw, fc, pos, rk, wi, cf):
             dock.setFloating(False)
             dock.show()
         # The left column (market data) runs the full height; blotter and log sit to its right.
@@ -280,6 +336,11 @@ class MainWindow(QMainWindow):
         b.raise_()
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, lg)
         self.tabifyDockWidget(lg, j)
+        self.tabifyDockWidget(lg, cf)
+        audit_dock = self.docks["audit_dock"]
+        audit_dock.setFloating(False)
+        audit_dock.show()
+        self.tabifyDockWidget(lg, audit_dock)
         lg.raise_()
         h = max(self.height(), 860)
         self.resizeDocks([b, lg], [int(h * 0.72), int(h * 0.2)], Qt.Orientation.Vertical)
@@ -335,6 +396,35 @@ class MainWindow(QMainWindow):
         self.feed_status.setToolTip(tip)
         self.feed_status.setStyleSheet(css)
 
+    def _on_sync_status(self, status: SyncStatus) -> None:
+        """SYNC_STATUS from the sync worker (via the bridge): the Central DB status label."""
+        text, tip, css = describe_sync_status(status)
+        self.central_status.setText(text)
+        self.central_status.setToolTip(tip)
+        self.central_status.setStyleSheet(css)
+
+    def open_settings(self) -> SettingsDialog:
+        """File > Settings…: the desk database connection (non-modal; returns the dialog)."""
+        dlg = SettingsDialog(self.ctx.settings, self.ctx.runner, self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.sig_saved.connect(self._central_saved)
+        dlg.show()
+        return dlg
+
+    def _central_saved(self, config: CentralConfig) -> None:
+        if self.central_status.text() == SyncStatus().label:  # no worker has reported yet
+            self._on_sync_status(initial_sync_status(self.ctx.settings.central_url))
+        from app.views.login_dialog import central_factory
+
+        try:
+            self.ctx.central = central_factory(config.url)
+        except ValueError as exc:
+            self.show_message(str(exc))
+            return
+        self.act_sign_out.setEnabled(self.ctx.signin is not None)
+        self.show_message(f"Desk database set to {config.url}: sign in again (File > Sign out / "
+                          "switch user) to sync with it.")  # fmt: skip
+
     def show_dock(self, name: str) -> None:
         dock = self.docks[name]
         dock.show()
@@ -364,6 +454,7 @@ class MainWindow(QMainWindow):
         self.blotter.fill_filter_choices()
         self.reload_blotter()
         self.positions.reload()  # a snapshot read while the demo desk was seeding is stale
+        self.conflicts_panel.refresh()
 
     def reload_blotter(self) -> None:
         """(Re)load every current trade, first rows visible immediately."""
@@ -429,10 +520,82 @@ class MainWindow(QMainWindow):
         if self._select_after and self.blotter.select_trade(self._select_after):
             self._select_after = None
 
+    # -- users -----------------------------------------------------------------------------------
+    def set_principal(self, principal: Principal, note: str = "") -> None:
+        """Make ``principal`` the signed-in user everywhere and disable (not hide) what they may
+        not do, with a tooltip saying why."""
+        self.ctx.trading.set_principal(principal)
+        self.blotter.principal = principal
+        self.limits_panel.set_principal(principal)
+        self.approvals_panel.set_principal(principal)
+        self.conflicts_panel.update_permissions()
+        self.audit_panel.apply_permissions()
+        reason = why_not(principal, Action.CAPTURE)
+        self.act_new.setEnabled(reason is None)
+        self.act_new.setToolTip(reason or "Capture a new trade")
+        if principal.is_local_owner:
+            self.user_status.setText(f"User: {principal.username} · single-user")
+            self.user_status.setToolTip("No users are configured on this workstation and no desk "
+                                        "database is set: everything is allowed.")  # fmt: skip
+        else:
+            books = ", ".join(sorted(principal.books)) or "none"
+            self.user_status.setText(f"User: {principal.description}"
+                                     + (" · offline" if note.startswith("Working offline")
+                                        else ""))  # fmt: skip
+            self.user_status.setToolTip(f"Books: {books}" + (f"\n{note}" if note else ""))
+        can_switch = self.ctx.signin is not None and (
+            self.ctx.central is not None or not principal.is_local_owner
+        )
+        self.act_sign_out.setEnabled(can_switch)
+        self.act_sign_out.setToolTip("" if can_switch else "Single-user workstation: no users "
+                                     "are configured, so there is nobody to switch to.")  # fmt: skip
+        if note:
+            self.show_message(note)
+        self._restart_sync(principal)
+
+    # -- desk database sync ------------------------------------------------------------------
+    def _restart_sync(self, principal: Principal) -> None:
+        """Run the sync worker as ``principal`` (stopping the previous user's), when a desk
+        database is configured and the user signed in with a password this session."""
+        self._stop_sync()
+        connect = self.ctx.sync_connect
+        if connect is None or principal.is_local_owner:
+            return
+        from app.sync.engine import SyncEngine
+
+        self.sync_engine: Any = SyncEngine(self.ctx.store, self.ctx.bus, connect,
+                                      username=principal.username)  # fmt: skip
+        self.sync_engine.start()
+
+    def _stop_sync(self) -> None:
+        engine = getattr(self, "sync_engine", None)
+        self.sync_engine = None
+        if engine is not None:
+            engine.stop()
+
+    def sign_out(self) -> None:
+        """Sign out and ask for the next user; giving up (Quit) closes the workstation."""
+        from app.views.login_dialog import LoginDialog
+
+        if self.ctx.signin is None:
+            return
+        dlg = LoginDialog(self.ctx.signin, self.ctx.runner, self.ctx.central, parent=self)
+        if dlg.exec() and dlg.result_ is not None:
+            res = dlg.result_
+            self.ctx.sync_connect = dlg.sync_connect
+            self.set_principal(res.principal, res.note)
+            self.show_message(f"Signed in as {res.principal.description}")
+            return
+        self.close()
+
     # -- actions ---------------------------------------------------------------------------------
     def new_trade(self) -> None:
         from app.views.ticket import TicketDialog
 
+        reason = why_not(self.ctx.trading.principal, Action.CAPTURE)
+        if reason is not None:
+            QMessageBox.information(self, "New trade", reason)
+            return
         dlg = TicketDialog(self.ctx.trading, parent=self)
         if dlg.exec() and dlg.saved is not None:
             self._select_after = dlg.saved.trade_uuid.hex
@@ -454,6 +617,49 @@ class MainWindow(QMainWindow):
         if dlg.exec() and dlg.saved is not None:
             self.show_message(f"Trade {trade_uuid_hex[:8]} is now version {dlg.saved.version} "
                               f"({dlg.saved.status.label})")  # fmt: skip
+
+    def cancel_trade(self, trade_uuid_hex: str) -> None:
+        """Cancel a trade from the blotter (asks for the reason)."""
+        try:
+            rec = self.ctx.repo.get(uuid.UUID(trade_uuid_hex))
+        except (KeyError, StoreError) as exc:
+            QMessageBox.warning(self, "Cancel trade", str(exc))
+            return
+        reason, ok = QInputDialog.getText(self, "Cancel trade",
+                                          f"Reason for cancelling {trade_uuid_hex[:8]}:")  # fmt: skip
+        if not ok:
+            return
+        trading = self.ctx.trading
+
+        def work(_jc: JobContext) -> Any:
+            try:
+                return trading.cancel(rec.trade_uuid, rec.version, reason)
+            except (ValueError, PermissionDenied) as exc:
+                return exc
+
+        self.ctx.runner.submit("Cancel trade", work,
+                               on_result=lambda out: self._trade_written(out, "cancelled"),
+                               on_error=lambda m: self._warn("Cancel trade", m))  # fmt: skip
+
+    def advance_trade(self, trade_uuid_hex: str, version: int, to_status: TradeStatus) -> None:
+        """Move a trade one lifecycle step (blotter context menu > Lifecycle)."""
+        trading = self.ctx.trading
+
+        def work(_jc: JobContext) -> Any:
+            try:
+                return trading.advance(uuid.UUID(trade_uuid_hex), version, to_status)
+            except (ValueError, KeyError, PermissionDenied) as exc:
+                return exc
+
+        self.ctx.runner.submit("Lifecycle step", work,
+                               on_result=lambda out: self._trade_written(out, to_status.label),
+                               on_error=lambda m: self._warn("Lifecycle", m))  # fmt: skip
+
+    def _trade_written(self, out: Any, what: str) -> None:
+        if isinstance(out, Exception):
+            self._warn("Trade not changed", str(out).strip("'\""))
+            return
+        self.show_message(f"Trade {out.trade_uuid.hex[:8]} {what.lower()} (version {out.version})")
 
     def import_trades(self, path: str | None = None) -> None:
         from app.views.import_dialog import ImportDialog
@@ -487,6 +693,29 @@ class MainWindow(QMainWindow):
 
         self.ctx.runner.submit("Export trades", work, on_result=self.show_message,
                                on_error=lambda m: self._warn("Export", m))  # fmt: skip
+
+    def backup_store(self, path: str | None = None, overwrite: bool = False) -> None:
+        """File → Back up local store…: copy the store with SQLite's online backup API in a job.
+
+        Without ``path`` a save dialog asks for one (and itself confirms replacing a file)."""
+        if not path:
+            import time
+
+            default = Path.home() / f"quantaenergi-store-{time.strftime('%Y%m%d-%H%M')}.db"
+            path, _ = QFileDialog.getSaveFileName(self, "Back up local store", str(default),
+                                                  "SQLite store (*.db);;All files (*)")  # fmt: skip
+            if not path:
+                return
+            overwrite = True  # the dialog has already asked before replacing an existing file
+        store, dest = self.ctx.store, path
+
+        def work(jc: JobContext) -> str:
+            out = store.backup(dest, overwrite=overwrite,
+                               progress=lambda f: jc.progress(f, "copying"))  # fmt: skip
+            return f"Backed up the local store to {out} ({out.stat().st_size:,} bytes)"
+
+        self.ctx.runner.submit("Back up local store", work, on_result=self.show_message,
+                               on_error=lambda m: self._warn("Back up local store", m))  # fmt: skip
 
     def reseed_demo(self) -> None:
         self._demo_job(reseed=True)
@@ -531,6 +760,13 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text, 8000)
         log.info("%s", text)
 
+    def _on_conflict_count(self, n: int) -> None:
+        """Open sync conflicts: counted in the Conflicts dock's title, announced when new."""
+        self.docks["conflicts_dock"].setWindowTitle(f"Conflicts ({n})" if n else "Conflicts")
+        if n > self._conflicts_seen:
+            self.show_message(f"{n} sync conflict(s) need your decision: see the Conflicts dock")
+        self._conflicts_seen = n
+
     def _on_alert(self, message: str) -> None:
         n = self.log_panel.alerts
         self.alerts_label.setText(f"⚠ {n} alert(s)" if n else "")
@@ -555,6 +791,10 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         if TicketDialog.hooks is self.whatif:
             TicketDialog.hooks = None
+        if TicketDialog.approvals is not None and TicketDialog.approvals.service is self.approvals:
+            TicketDialog.approvals = None
+        self.approvals_panel.detach()
+        self._stop_sync()
         self.layouts.save_session(self)
         self.market_bridge.stop()
         self.ctx.runner.shutdown()

@@ -828,11 +828,17 @@ def _heat(f: float) -> QColor:
 
 
 def install_stress_tabs(
-    risk_panel: Any, data_dir: str | Path
+    risk_panel: Any, data_dir: str | Path, store: Any = None, user: Any = None
 ) -> tuple[StressPanel, ScenarioGridPanel]:
     """Add the Stress and Scenarios tabs to ``risk_panel``; user scenarios live in
-    ``<data_dir>/scenarios.json``."""
-    library = ScenarioLibrary(Path(data_dir) / "scenarios.json")
+    ``<data_dir>/scenarios.json``. With a ``store``, every scenario save and delete is recorded
+    in its audit trail, by ``user()`` (default: the OS login name)."""
+    hook = None
+    if store is not None:
+        from app.models.audit import os_user, settings_recorder
+
+        hook = settings_recorder(store, user or os_user)
+    library = ScenarioLibrary(Path(data_dir) / "scenarios.json", audit=hook)
     stress = StressPanel(risk_panel, library)
     grid = ScenarioGridPanel(risk_panel)
     risk_panel.add_tab(stress, "Stress")

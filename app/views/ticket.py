@@ -42,7 +42,10 @@ from PySide6.QtWidgets import (
 from app.models.enums import ExerciseStyle, InstrumentType, OptionType, Side
 from app.models.repository import StaleVersionError, TradeRecord
 from app.models.store import StoreError
+from app.services.approvals import ApprovalRequired
+from app.services.auth import Action, PermissionDenied, why_not
 from app.services.trading import TradeValidationError, TradingService
+from app.views.approvals_panel import ApprovalRequester
 from app.views.widgets import FIELD_ERROR_STYLE, pydate, qdate, stacked, with_suffix
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,8 @@ class TicketDialog(QDialog):
 
     #: Installed by the main window; ``None`` in scripts and tests that do not need it.
     hooks: ClassVar[TicketHooks | None] = None
+    #: Installed by the main window: offers "Request approval…" when four-eyes is needed.
+    approvals: ClassVar[ApprovalRequester | None] = None
 
     def __init__(
         self, service: TradingService, record: TradeRecord | None = None, parent: Any = None
@@ -207,6 +212,26 @@ class TicketDialog(QDialog):
         if self.impact.isVisibleTo(self):
             self._watch_fields()
             self.impact.setText("Pre-trade impact appears here once the ticket is complete.")
+        self.book.currentTextChanged.connect(lambda _t: self.apply_permissions())
+        self.apply_permissions()
+
+    def apply_permissions(self) -> None:
+        """Disable Book / Save / Cancel trade when the signed-in user may not, with a tooltip
+        saying why (the service refuses them anyway)."""
+        p = self.service.principal
+        book = self.book.currentText().strip() or None
+        if self.record is None:
+            reason = why_not(p, Action.CAPTURE, book)
+            self.book_button.setEnabled(reason is None)
+            self.book_button.setToolTip(reason or "Ctrl+Return")
+            return
+        old_book = self.service.refdata.books.get(self.record.book_id)
+        reason = why_not(p, Action.AMEND, old_book) or why_not(p, Action.AMEND, book)
+        self.book_button.setEnabled(reason is None)
+        self.book_button.setToolTip(reason or "Ctrl+Return")
+        reason = why_not(p, Action.CANCEL, old_book)
+        self.cancel_trade_button.setEnabled(reason is None)
+        self.cancel_trade_button.setToolTip(reason or "Cancel the trade (a reason is required)")
 
     # -- pre-trade impact and what-if --------------------------------------------------------
     def _watch_fields(self) -> None:
@@ -358,10 +383,16 @@ class TicketDialog(QDialog):
                 self.saved = self.service.capture(raw)
             else:
                 self.saved = self.service.amend(self.record.trade_uuid, self.record.version, raw)
+        except ApprovalRequired as exc:
+            rec, svc = self.record, self.approvals.service if self.approvals else None
+            assert rec is not None
+            self._offer_approval(str(exc), None if svc is None else (
+                lambda reason: svc.request_trade_amend(rec.trade_uuid, rec.version, raw, reason)))  # fmt: skip
+            return
         except TradeValidationError as exc:
             self.show_errors(exc.errors)
             return
-        except (StaleVersionError, StoreError) as exc:
+        except (StaleVersionError, StoreError, PermissionDenied) as exc:
             self.show_errors({"store": str(exc)})
             return
         log.info("Trade %s saved (version %s)", self.saved.trade_uuid.hex[:8], self.saved.version)
@@ -374,13 +405,33 @@ class TicketDialog(QDialog):
             return
         try:
             self.saved = self.service.cancel(self.record.trade_uuid, self.record.version, reason)
+        except ApprovalRequired as exc:
+            rec, svc = self.record, self.approvals.service if self.approvals else None
+            self._offer_approval(str(exc), None if svc is None else (
+                lambda why: svc.request_trade_cancel(rec.trade_uuid, rec.version, why)), reason)  # fmt: skip
+            return
         except TradeValidationError as exc:
             self.show_errors(exc.errors)
             return
-        except (StaleVersionError, StoreError) as exc:
+        except (StaleVersionError, StoreError, PermissionDenied) as exc:
             self.show_errors({"store": str(exc)})
             return
         self.accept()
+
+    def _offer_approval(
+        self, message: str, submit: Callable[[str], Any] | None, reason: str = ""
+    ) -> None:
+        """Four-eyes is needed: say so (nothing was saved) and offer to submit a request."""
+        self.summary.setText(f"{message} Nothing was saved.")
+        self.summary.show()
+        if self.approvals is None or submit is None:
+            return
+
+        def submitted(rec: Any) -> None:
+            self.summary.setText(f"Approval request {rec.request_uuid} submitted; the change is "
+                                 "made once a second user approves it.")  # fmt: skip
+
+        self.approval_dialog = self.approvals.offer(self, message, submit, reason, submitted)
 
     def show_history(self) -> None:
         assert self.record is not None

@@ -158,7 +158,8 @@ BEGIN
   RETURN json_build_object('seq', s, 'hash', h);
 END $$""",
         f"""
-CREATE OR REPLACE FUNCTION qe_apply_trade(op json, origin text, r text) RETURNS json
+CREATE OR REPLACE FUNCTION qe_apply_trade(op json, origin text, r text, wbooks integer[])
+RETURNS json
 LANGUAGE plpgsql {definer} AS $$
 DECLARE
   ptext text := op->>'payload';
@@ -196,23 +197,25 @@ BEGIN
     RAISE EXCEPTION 'a change written by % cannot be pushed by %', p->>'updated_by',
       session_user USING ERRCODE = '42501';
   END IF;
-  SELECT id INTO bid FROM book WHERE name = p->>'book';
+  SELECT (SELECT id FROM book WHERE name = p->>'book'),
+         (SELECT id FROM counterparty WHERE lei = p->>'counterparty_lei'),
+         (SELECT id FROM product WHERE code = p->>'product')
+    INTO bid, cid, pid;
   IF bid IS NULL THEN
     RAISE EXCEPTION 'book "%" does not exist in the desk database', p->>'book'
       USING ERRCODE = '23503';
   END IF;
-  SELECT id INTO cid FROM counterparty WHERE lei = p->>'counterparty_lei';
   IF cid IS NULL THEN
     RAISE EXCEPTION 'counterparty with LEI % does not exist in the desk database',
       p->>'counterparty_lei' USING ERRCODE = '23503';
   END IF;
-  SELECT id INTO pid FROM product WHERE code = p->>'product';
   IF pid IS NULL THEN
     RAISE EXCEPTION 'product % does not exist in the desk database', p->>'product'
       USING ERRCODE = '23503';
   END IF;
+  -- no FOR UPDATE needed: the advisory lock already serialises every writer
   SELECT * INTO cur FROM trade t
-   WHERE t.trade_uuid = (p->>'trade_uuid')::uuid AND t.is_current FOR UPDATE;
+   WHERE t.trade_uuid = (p->>'trade_uuid')::uuid AND t.is_current;
   found_cur := FOUND;
   IF (found_cur AND cur.version <> v - 1) OR (NOT found_cur AND v <> 1) THEN
     RETURN json_build_object('op_id', oid, 'status', 'conflict',
@@ -237,7 +240,7 @@ BEGIN
   END IF;
   -- permissions, by the session user's role
   IF r = 'TRADER' THEN
-    IF NOT qe_can_write_book(bid) OR (found_cur AND NOT qe_can_write_book(cur.book_id)) THEN
+    IF NOT (bid = ANY (wbooks)) OR (found_cur AND NOT (cur.book_id = ANY (wbooks))) THEN
       RAISE EXCEPTION '% may not write trades in book %', session_user, p->>'book'
         USING ERRCODE = '42501';
     END IF;
@@ -321,14 +324,18 @@ DECLARE
   res json;
   results json[] := ARRAY[]::json[];
   r text;
+  wbooks integer[];
   last_seq bigint := 0;
 BEGIN
   PERFORM pg_advisory_xact_lock({ADVISORY_LOCK});
   r := qe_role();
+  -- the books this session's user may write (traders), once per batch
+  wbooks := ARRAY(SELECT a.book_id FROM book_access a JOIN app_user u ON u.username = a.username
+                  WHERE u.username = session_user AND u.active AND u.role = 'TRADER');
   FOR op IN SELECT value FROM json_array_elements(ops) LOOP
     BEGIN
       IF op->>'entity' = 'trade' THEN
-        res := qe_apply_trade(op, origin, r);
+        res := qe_apply_trade(op, origin, r, wbooks);
       ELSE
         res := json_build_object('op_id', op->>'op_id', 'status', 'rejected',
                                  'error', 'unknown kind of change ' || (op->>'entity'));
@@ -489,7 +496,7 @@ def _security_sql() -> list[str]:
     functions = [
         "qe_role()", "qe_can_read_book(integer)", "qe_can_write_book(integer)", "qe_is_admin()",
         "qe_trade_payload(trade)", "qe_audit_append(text, text, text, text, jsonb, jsonb, jsonb)",
-        "qe_apply_trade(json, text, text)", "qe_apply(json, text)", "qe_whoami()",
+        "qe_apply_trade(json, text, text, integer[])", "qe_apply(json, text)", "qe_whoami()",
         "qe_admin_create_user(text, text, text, text, text[])",
         "qe_admin_deactivate_user(text)", "qe_admin_upsert_book(text, text)",
         "qe_admin_upsert_counterparty(text, text, text, boolean)", "qe_audit_immutable()",
@@ -532,7 +539,7 @@ def uninstall_statements() -> list[str]:
         "DROP FUNCTION IF EXISTS qe_admin_create_user(text, text, text, text, text[])",
         "DROP FUNCTION IF EXISTS qe_whoami()",
         "DROP FUNCTION IF EXISTS qe_apply(json, text)",
-        "DROP FUNCTION IF EXISTS qe_apply_trade(json, text, text)",
+        "DROP FUNCTION IF EXISTS qe_apply_trade(json, text, text, integer[])",
         "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
         "DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log",
         "DROP FUNCTION IF EXISTS qe_audit_immutable()",
