@@ -162,3 +162,67 @@ def test_double_submit_books_once(ws: Any, desk: CentralDesk) -> None:
 
     with pytest.raises(DuplicateBookingError):
         a.book(trade_uuid=client_id, price="90")
+
+
+def test_four_eyes_through_the_desk_database(ws: Any, desk: CentralDesk) -> None:
+    """A trader asks, a risk manager on another workstation approves and executes; the desk
+    database accepts the amendment of the confirmed trade only with that approval."""
+    from app.models.entities import UserRole
+    from app.models.enums import TradeStatus
+    from app.services.approvals import ApprovalRequired, ApprovalService
+    from app.services.auth import Principal
+
+    desk.add_user("rita", "RISK_MANAGER")
+    desk.add_user("bo", "BACK_OFFICE")
+    a, r, b = ws("alice"), ws("rita"), ws("bo")
+    a.trading.set_principal(Principal("alice", UserRole.TRADER, frozenset({"DESK-A"})))
+    r.trading.set_principal(Principal("rita", UserRole.RISK_MANAGER))
+    b.trading.set_principal(Principal("bo", UserRole.BACK_OFFICE))
+    rec = a.book()
+    rec = a.trading.advance(rec.trade_uuid, rec.version, TradeStatus.VALIDATED)
+    a.engine.sync_once()
+    b.engine.sync_once()
+    conf = b.trading.advance(rec.trade_uuid, rec.version, TradeStatus.CONFIRMED)
+    b.engine.sync_once()
+    a.engine.sync_once()
+    assert a.repo.get(rec.trade_uuid).status is TradeStatus.CONFIRMED
+    with pytest.raises(ApprovalRequired):
+        a.amend(conf, price="90")
+    svc_a = ApprovalService(a.store, a.bus, a.trading, None, lambda: a.trading.principal)
+    raw = a.trading.raw_from_record(conf) | {"price": "90"}
+    req = svc_a.request_trade_amend(conf.trade_uuid, conf.version, raw, "wrong price")
+    a.engine.sync_once()
+    r.engine.sync_once()  # rita's workstation receives the request
+    svc_r = ApprovalService(r.store, r.bus, r.trading, None, lambda: r.trading.principal)
+    svc_r.approve(req.request_uuid, "ok")
+    r.engine.sync_once()
+    with r.store.session() as s:
+        states = sorted(i.state for i in s.scalars(select(OutboxItem)))
+    assert states == ["acked"] * len(states), states
+    a.engine.sync_once()
+    got = a.repo.get(rec.trade_uuid)
+    assert str(got.price) == "90.000000" and got.updated_by == "rita"
+    with desk.admin() as c:
+        assert c.execute("SELECT state, decided_by FROM approval_request").fetchall() == [
+            ("applied", "rita")
+        ]
+        assert c.execute("SELECT price FROM trade WHERE is_current").fetchone()[0] == 90_000_000
+    # the desk database itself refuses self-approval, and a replay of the approved change
+    import json as _json
+    import uuid as _uuid
+
+    own = {"request_uuid": req.request_uuid, "kind": "trade_amend", "book": "DESK-A",
+           "entity_key": rec.trade_uuid.hex, "state": "approved", "requested_by": "alice"}  # fmt: skip
+    with desk.connect("alice") as c:
+        out = c.execute("SELECT qe_apply(%s::json, 'x')", (_json.dumps([{
+            "op_id": str(_uuid.uuid4()), "entity": "approval", "version": 2,
+            "payload": _json.dumps(own), "client_ts": None}]),)).fetchone()[0]  # fmt: skip
+    assert out["results"][0]["status"] == "rejected"
+    again = r.trading.repo.get(rec.trade_uuid)
+    with r.store.session() as s:
+        item = s.scalars(select(OutboxItem).where(OutboxItem.entity == "trade")).one()
+        item.state, item.op_id = "pending", str(_uuid.uuid4())  # replay the approved change
+    r.engine.sync_once()
+    with r.store.session() as s:
+        item = s.scalars(select(OutboxItem).where(OutboxItem.entity == "trade")).one()
+    assert item.state in ("rejected", "conflict"), (item.state, again.version)

@@ -43,7 +43,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from app.models import audit, outbox
-from app.models.entities import ApprovalRequest, Book
+from app.models.entities import ApprovalRequest, Book, OutboxItem
 from app.models.payload import canonical
 from app.models.store import Store
 from app.models.types import utcnow
@@ -404,6 +404,11 @@ def _before_commit(session: Session) -> None:
         return
     # The first writing session inside ``applying`` is the change itself: mark the request
     # applied in it, so both commit together (an error here rolls the change back).
+    # The change's outbox rows carry the request id: the desk database accepts a confirmed
+    # trade's amendment only with its approval.
+    for obj in [*session.new, *session.identity_map.values()]:
+        if isinstance(obj, OutboxItem) and obj.entity == "trade" and obj.payload is None:
+            obj.payload = canonical({"approval": pending.request_uuid})
     pending.applied = pending.repo.mark_applied(pending.request_uuid, pending.user, session)
 
 

@@ -41,6 +41,7 @@ from sqlalchemy import func, select, update
 
 from app.models import audit
 from app.models.entities import (
+    ApprovalRequest,
     Book,
     Counterparty,
     OutboxItem,
@@ -52,7 +53,13 @@ from app.models.entities import (
 from app.models.payload import canonical, columns_from_payload, parse_ts, trade_payload
 from app.models.store import Store
 from app.models.types import utcnow
-from app.services.events import SYNC_CONFLICTS, SYNC_STATUS, TRADES_CHANGED, EventBus
+from app.services.events import (
+    APPROVALS_CHANGED,
+    SYNC_CONFLICTS,
+    SYNC_STATUS,
+    TRADES_CHANGED,
+    EventBus,
+)
 from app.sync import faults
 from app.sync.status import SyncStatus
 
@@ -416,17 +423,17 @@ class SyncEngine:
         }
         ops = []
         for item in items:
+            op: dict[str, Any] = {"op_id": item.op_id, "entity": item.entity,
+                                  "version": item.version,
+                                  "client_ts": audit.format_ts(item.created_at)}  # fmt: skip
             if item.entity == "trade":
                 t = trades.get((item.entity_key, item.version))
-                payload = canonical(refs.payload(t)) if t is not None else None
+                op["payload"] = canonical(refs.payload(t)) if t is not None else None
+                if item.payload:  # executed under a four-eyes approval
+                    op["approval"] = json.loads(item.payload).get("approval")
             else:
-                payload = item.payload
-            ops.append({
-                "op_id": item.op_id,
-                "entity": item.entity,
-                "payload": payload,
-                "client_ts": audit.format_ts(item.created_at),
-            })  # fmt: skip
+                op["payload"] = item.payload
+            ops.append(op)
         return ops
 
     def _acknowledge(self, conn: Any, items: Sequence[OutboxItem], results: list[dict]) -> int:
@@ -638,6 +645,7 @@ class SyncEngine:
     ) -> tuple[set[uuid.UUID], list[int]]:
         changed: set[uuid.UUID] = set()
         conflict_ids: list[int] = []
+        approvals = False
         with self.store.session() as s:
             refs = _Refs(s)
             ours = {
@@ -647,12 +655,16 @@ class SyncEngine:
                 )
             }
             for seq, op_id, entity, key, version, payload_text, origin, user in rows:
-                if entity != "trade":
-                    continue
                 mine = ours.get(op_id)
                 if mine is not None:
                     if mine.state != "acked":
                         mine.state, mine.server_seq, mine.acked_at = "acked", seq, utcnow()
+                    continue
+                if entity == "approval":
+                    self._apply_approval(s, refs, json.loads(payload_text), seq, origin)
+                    approvals = True
+                    continue
+                if entity != "trade":
                     continue
                 p = json.loads(payload_text)
                 tuid = uuid.UUID(key)
@@ -705,7 +717,40 @@ class SyncEngine:
             _set_state(s, "pull_seq", str(last[0]))
             _set_state(s, "pull_op", str(last[1]))
         faults.point("pull.after_commit")
+        if approvals:
+            self.bus.publish(APPROVALS_CHANGED, request_uuid=None, state="pulled")
         return changed, conflict_ids
+
+    def _apply_approval(
+        self, s: Any, refs: _Refs, p: dict[str, Any], seq: int, origin: str
+    ) -> None:
+        """Another desk's four-eyes request or decision: upsert it locally (the server
+        checked who may make it)."""
+        row = s.scalars(
+            select(ApprovalRequest).where(ApprovalRequest.request_uuid == p["request_uuid"])
+        ).first()
+        decided_at = parse_ts(p["decided_at"]) if p.get("decided_at") else None
+        if row is None:
+            row = ApprovalRequest(
+                request_uuid=p["request_uuid"], kind=p["kind"], entity_key=p["entity_key"],
+                book_id=refs.book_ids.get(p.get("book") or ""), summary=p.get("summary") or "",
+                payload=canonical(p.get("payload") or {}), requested_by=p["requested_by"],
+                requested_at=parse_ts(p["requested_at"]), state=p["state"],
+                decided_by=p.get("decided_by"), decided_at=decided_at,
+                decision_comment=p.get("decision_comment") or "",
+            )  # fmt: skip
+            s.add(row)
+        else:
+            row.state = p["state"]
+            row.decided_by = p.get("decided_by")
+            row.decided_at = decided_at
+            row.decision_comment = p.get("decision_comment") or ""
+        s.flush()
+        audit.append(
+            s, user=p.get("decided_by") or p["requested_by"], entity="approval",
+            entity_id=p["request_uuid"], action="pulled", after=p,
+            extra={"seq": seq, "origin": origin},
+        )  # fmt: skip
 
     # -- status -------------------------------------------------------------------------------
     def _publish(

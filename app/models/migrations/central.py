@@ -178,6 +178,7 @@ DECLARE
   s bigint;
   aud json;
   appr record;
+  approved boolean;
 BEGIN
   SELECT c.payload_sha, c.seq INTO ex FROM change_log c WHERE c.op_id = oid;
   IF FOUND THEN
@@ -238,8 +239,32 @@ BEGIN
   ELSE
     act := 'capture';
   END IF;
+  -- a four-eyes approved amendment / cancellation: executed by its approver or requester
+  approved := false;
+  IF op->>'approval' IS NOT NULL AND found_cur AND act IN ('amend', 'cancel') THEN
+    SELECT * INTO appr FROM approval_request a
+     WHERE a.request_uuid = op->>'approval' AND a.state IN ('approved', 'applied')
+       AND a.entity_key = p->>'trade_uuid'
+       AND a.kind = CASE act WHEN 'amend' THEN 'trade_amend' ELSE 'trade_cancel' END
+       AND a.decided_by IS NOT NULL AND a.decided_by IS DISTINCT FROM a.requested_by
+       AND session_user::text IN (a.decided_by, a.requested_by);
+    approved := FOUND
+      -- the requester may write this book, and the approval is used once
+      AND EXISTS (SELECT 1 FROM book_access ba JOIN app_user u ON u.username = ba.username
+                   WHERE ba.username = appr.requested_by AND ba.book_id = bid
+                     AND u.role = 'TRADER' AND u.active)
+      AND NOT EXISTS (SELECT 1 FROM audit_log l
+                       WHERE l.entity = 'trade' AND l.entity_id = p->>'trade_uuid'
+                         AND l.body::jsonb #>> '{{extra,approval}}' = op->>'approval');
+    IF NOT approved THEN
+      RAISE EXCEPTION 'approval % is not an approved, unused four-eyes request for this change',
+        left(op->>'approval', 8) USING ERRCODE = '42501';
+    END IF;
+  END IF;
   -- permissions, by the session user's role
-  IF r = 'TRADER' THEN
+  IF approved THEN
+    NULL;  -- checked above: second user, requester's book, single use
+  ELSIF r = 'TRADER' THEN
     IF NOT (bid = ANY (wbooks)) OR (found_cur AND NOT (cur.book_id = ANY (wbooks))) THEN
       RAISE EXCEPTION '% may not write trades in book %', session_user, p->>'book'
         USING ERRCODE = '42501';
@@ -312,10 +337,118 @@ BEGIN
   RETURNING seq INTO s;
   aud := qe_audit_append('trade', p->>'trade_uuid', act, origin, before, p,
                          jsonb_build_object('op_id', oid, 'seq', s,
-                                            'client_ts', op->>'client_ts'));
+                                            'client_ts', op->>'client_ts',
+                                            'approval', op->>'approval'));
+  IF approved THEN
+    UPDATE approval_request SET state = 'applied' WHERE request_uuid = op->>'approval'
+       AND state = 'approved';
+  END IF;
   RETURN json_build_object('op_id', oid, 'status', 'applied', 'seq', s,
                            'audit_seq', aud->'seq', 'audit_hash', aud->'hash');
 END $$""",
+        f"""
+CREATE OR REPLACE FUNCTION qe_apply_approval(op json, origin text, r text, wbooks integer[])
+RETURNS json LANGUAGE plpgsql {definer} AS $$
+DECLARE
+  ptext text := op->>'payload';
+  oid text := op->>'op_id';
+  sha text := encode(sha256(convert_to(op->>'payload', 'UTF8')), 'hex');
+  p jsonb;
+  ex record;
+  cur approval_request%ROWTYPE;
+  bid integer;
+  s bigint;
+  aud json;
+  trade_kind boolean;
+BEGIN
+  SELECT c.payload_sha, c.seq INTO ex FROM change_log c WHERE c.op_id = oid;
+  IF FOUND THEN
+    IF ex.payload_sha = sha THEN
+      RETURN json_build_object('op_id', oid, 'status', 'duplicate', 'seq', ex.seq);
+    END IF;
+    RETURN json_build_object('op_id', oid, 'status', 'rejected', 'error',
+      'idempotency key ' || oid || ' was already used for a different change');
+  END IF;
+  p := ptext::jsonb;
+  IF r IS NULL THEN
+    RAISE EXCEPTION 'user % is not an active workstation user', session_user
+      USING ERRCODE = '42501';
+  END IF;
+  SELECT id INTO bid FROM book WHERE name = p->>'book';
+  IF bid IS NULL THEN
+    RAISE EXCEPTION 'book "%" does not exist in the desk database', p->>'book'
+      USING ERRCODE = '23503';
+  END IF;
+  trade_kind := p->>'kind' IN ('trade_amend', 'trade_cancel');
+  IF NOT trade_kind AND p->>'kind' <> 'limit_change' THEN
+    RAISE EXCEPTION 'unknown kind of request %', p->>'kind' USING ERRCODE = '22023';
+  END IF;
+  SELECT * INTO cur FROM approval_request a WHERE a.request_uuid = p->>'request_uuid';
+  IF NOT FOUND THEN
+    -- a new request: by its requester, who may make the change it asks for
+    IF p->>'state' <> 'pending' OR p->>'requested_by' IS DISTINCT FROM session_user::text THEN
+      RAISE EXCEPTION 'the desk database does not have request % yet',
+        left(p->>'request_uuid', 8) USING ERRCODE = '42501';
+    END IF;
+    IF (trade_kind AND NOT (bid = ANY (wbooks))) OR (NOT trade_kind AND r <> 'RISK_MANAGER') THEN
+      RAISE EXCEPTION '% may not request this change in book %', session_user, p->>'book'
+        USING ERRCODE = '42501';
+    END IF;
+    INSERT INTO approval_request (request_uuid, kind, entity_key, book_id, summary, payload,
+        requested_by, requested_at, state, decided_by, decided_at, decision_comment)
+    VALUES (p->>'request_uuid', p->>'kind', p->>'entity_key', bid, left(p->>'summary', 300),
+        coalesce(p->'payload', '{{}}'::jsonb)::text, session_user,
+        (p->>'requested_at')::timestamp, 'pending', NULL, NULL, '');
+  ELSIF p->>'state' IN ('approved', 'rejected') AND cur.state = 'pending' THEN
+    IF cur.requested_by = session_user::text THEN
+      RAISE EXCEPTION 'a user can never approve their own request' USING ERRCODE = '42501';
+    END IF;
+    IF NOT (r = 'RISK_MANAGER' OR (r = 'BACK_OFFICE' AND trade_kind)) THEN
+      RAISE EXCEPTION 'role % may not decide % requests', lower(r), p->>'kind'
+        USING ERRCODE = '42501';
+    END IF;
+    UPDATE approval_request SET state = p->>'state', decided_by = session_user,
+           decided_at = clock_timestamp() AT TIME ZONE 'UTC',
+           decision_comment = left(coalesce(p->>'decision_comment', ''), 300)
+     WHERE id = cur.id;
+  ELSIF p->>'state' = 'withdrawn' AND cur.state = 'pending'
+        AND cur.requested_by = session_user::text THEN
+    UPDATE approval_request SET state = 'withdrawn' WHERE id = cur.id;
+  ELSIF p->>'state' IN ('applied', 'rejected') AND cur.state IN ('approved', 'applied')
+        AND session_user::text IN (cur.decided_by, cur.requested_by) THEN
+    -- executed (or could not be: the trade moved on) by its approver or requester
+    UPDATE approval_request SET state = p->>'state',
+           decision_comment = CASE WHEN p->>'state' = 'rejected'
+             THEN left(coalesce(p->>'decision_comment', ''), 300) ELSE decision_comment END
+     WHERE id = cur.id AND NOT (state = 'applied' AND p->>'state' = 'applied');
+  ELSE
+    RAISE EXCEPTION 'request % is %: % cannot make it %', left(cur.request_uuid, 8),
+      cur.state, session_user, p->>'state' USING ERRCODE = '42501';
+  END IF;
+  INSERT INTO change_log (op_id, payload_sha, entity, entity_key, book_id, version, payload,
+                          origin, username, client_ts, committed_at)
+  VALUES (oid, sha, 'approval', p->>'request_uuid', bid, (op->>'version')::integer,
+          (SELECT qe_approval_payload(a) FROM approval_request a
+            WHERE a.request_uuid = p->>'request_uuid')::text,
+          origin, session_user, (op->>'client_ts')::timestamp,
+          clock_timestamp() AT TIME ZONE 'UTC')
+  RETURNING seq INTO s;
+  aud := qe_audit_append('approval', p->>'request_uuid', p->>'state', origin, NULL, p,
+                         jsonb_build_object('op_id', oid, 'seq', s));
+  RETURN json_build_object('op_id', oid, 'status', 'applied', 'seq', s,
+                           'audit_seq', aud->'seq', 'audit_hash', aud->'hash');
+END $$""",
+        f"""
+CREATE OR REPLACE FUNCTION qe_approval_payload(a approval_request) RETURNS jsonb
+LANGUAGE sql STABLE {definer} AS $$
+  SELECT jsonb_build_object(
+    'request_uuid', a.request_uuid, 'kind', a.kind, 'entity_key', a.entity_key,
+    'book', (SELECT name FROM book WHERE id = a.book_id), 'summary', a.summary,
+    'payload', a.payload::jsonb, 'requested_by', a.requested_by,
+    'requested_at', to_char(a.requested_at, {TS}), 'state', a.state,
+    'decided_by', a.decided_by, 'decided_at', to_char(a.decided_at, {TS}),
+    'decision_comment', a.decision_comment)
+$$""",
         f"""
 CREATE OR REPLACE FUNCTION qe_apply(ops json, origin text) RETURNS json
 LANGUAGE plpgsql {definer} AS $$
@@ -336,6 +469,8 @@ BEGIN
     BEGIN
       IF op->>'entity' = 'trade' THEN
         res := qe_apply_trade(op, origin, r, wbooks);
+      ELSIF op->>'entity' = 'approval' THEN
+        res := qe_apply_approval(op, origin, r, wbooks);
       ELSE
         res := json_build_object('op_id', op->>'op_id', 'status', 'rejected',
                                  'error', 'unknown kind of change ' || (op->>'entity'));
@@ -497,6 +632,7 @@ def _security_sql() -> list[str]:
         "qe_role()", "qe_can_read_book(integer)", "qe_can_write_book(integer)", "qe_is_admin()",
         "qe_trade_payload(trade)", "qe_audit_append(text, text, text, text, jsonb, jsonb, jsonb)",
         "qe_apply_trade(json, text, text, integer[])", "qe_apply(json, text)", "qe_whoami()",
+        "qe_apply_approval(json, text, text, integer[])", "qe_approval_payload(approval_request)",
         "qe_admin_create_user(text, text, text, text, text[])",
         "qe_admin_deactivate_user(text)", "qe_admin_upsert_book(text, text)",
         "qe_admin_upsert_counterparty(text, text, text, boolean)", "qe_audit_immutable()",
@@ -540,6 +676,8 @@ def uninstall_statements() -> list[str]:
         "DROP FUNCTION IF EXISTS qe_whoami()",
         "DROP FUNCTION IF EXISTS qe_apply(json, text)",
         "DROP FUNCTION IF EXISTS qe_apply_trade(json, text, text, integer[])",
+        "DROP FUNCTION IF EXISTS qe_apply_approval(json, text, text, integer[])",
+        "DROP FUNCTION IF EXISTS qe_approval_payload(approval_request)",
         "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
         "DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log",
         "DROP FUNCTION IF EXISTS qe_audit_immutable()",
