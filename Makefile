@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench package venv system-deps lock clean
+.PHONY: run test lint bench soak package venv system-deps lock clean
 
 # The venv is rebuilt only when the project's dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -35,6 +35,10 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest tests/benchmarks -s -q -p no:cacheprovider
+
+# The full desk-database soak: 10,000 trades, 250 kills, 200 network cuts, 20 database restarts.
+soak: $(STAMP)
+	QE_SOAK=full QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest tests/benchmarks/test_bench_sync.py -k soak -s -q -p no:cacheprovider
 
 package: $(STAMP)
 	$(BIN)/python installer/build.py

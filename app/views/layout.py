@@ -16,7 +16,8 @@ from PySide6.QtCore import QByteArray, QSettings
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 5  # 2: Market Watch, Forward Curve; 3: Positions; 4: Risk; 5: What-if
+STATE_VERSION = 6  # 2: Market Watch, Forward Curve; 3: Positions; 4: Risk; 5: What-if;
+# 6: Conflicts, Approvals, Audit
 _NAME_RE = re.compile(r"^[\w .-]{1,40}$")
 
 

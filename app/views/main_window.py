@@ -310,15 +310,16 @@ class MainWindow(QMainWindow):
     # -- layout --------------------------------------------------------------------------------
     def apply_default_layout(self) -> None:
         """Market Watch over the Forward Curve on the left; Blotter on top (Options Pricer,
-        Positions and Risk tabbed behind it), Jobs and Log tabbed below."""
+        Positions, Risk and What-if tabbed behind it); Log, Jobs, Conflicts, Approvals and
+        Audit tabbed below."""
         b, j, lg = (self.docks[n] for n in ("blotter_dock", "jobs_dock", "log_dock"))
         pr, mw, fc = (
             self.docks[n] for n in ("pricer_dock", "market_watch_dock", "forward_curve_dock")
         )
         pos, rk = self.docks["positions_dock"], self.docks["risk_dock"]
         wi = self.docks["whatif_dock"]
-        cf = self.docks["conflicts_dock"]
-        for dock in (b, pr, j, lg, mw, fc, pos, rk, wi, cf):
+        cf, ap, au = (self.docks[n] for n in ("conflicts_dock", "approvals_dock", "audit_dock"))
+        for dock in (b, pr, j, lg, mw, fc, pos, rk, wi, cf, ap, au):
             dock.setFloating(False)
             dock.show()
         # The left column (market data) runs the full height; blotter and log sit to its right.
@@ -337,10 +338,8 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, lg)
         self.tabifyDockWidget(lg, j)
         self.tabifyDockWidget(lg, cf)
-        audit_dock = self.docks["audit_dock"]
-        audit_dock.setFloating(False)
-        audit_dock.show()
-        self.tabifyDockWidget(lg, audit_dock)
+        self.tabifyDockWidget(lg, ap)
+        self.tabifyDockWidget(lg, au)
         lg.raise_()
         h = max(self.height(), 860)
         self.resizeDocks([b, lg], [int(h * 0.72), int(h * 0.2)], Qt.Orientation.Vertical)
