@@ -49,6 +49,11 @@ def test_capture_trade_appears_in_blotter_and_survives_restart(qtbot: QtBot, tmp
     texts = [model.text(row, COLUMN_INDEX[k]) for k in ("quantity", "price", "side", "product_id")]
     assert texts == ["7,200", "41.275", "Sell", "NG-TTF"]
     assert win.ctx.repo.count_current() == before + 1
+    # Book pressed again on the same ticket (double click, retry): still one trade
+    first = dlg.saved
+    dlg.submit()
+    assert dlg.saved.trade_uuid == first.trade_uuid
+    assert win.ctx.repo.count_current() == before + 1
 
     # Hide a column and the Jobs dock; both must come back after a restart.
     win.blotter.table.setColumnHidden(COLUMN_INDEX["strike"], True)

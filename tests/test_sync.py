@@ -226,3 +226,20 @@ def test_four_eyes_through_the_desk_database(ws: Any, desk: CentralDesk) -> None
     with r.store.session() as s:
         item = s.scalars(select(OutboxItem).where(OutboxItem.entity == "trade")).one()
     assert item.state in ("rejected", "conflict"), (item.state, again.version)
+
+
+def test_other_schema_version_stays_offline_and_writes_nothing(ws: Any, desk: CentralDesk) -> None:
+    import time as _time
+
+    a = ws("alice")
+    a.book()
+    with desk.admin() as c:
+        c.execute("UPDATE alembic_version SET version_num = '9999'")
+    a.engine.start()
+    deadline = _time.monotonic() + 15
+    while a.engine.status.state != "incompatible" and _time.monotonic() < deadline:
+        _time.sleep(0.05)
+    assert a.engine.status.state == "incompatible"
+    assert "schema 9999" in a.engine.status.message
+    assert a.engine.pending_count() == 1
+    assert central_versions(desk) == []

@@ -219,6 +219,13 @@ class SyncEngine:
                 self._close()
                 timeout = 60.0
             except Exception as exc:  # connection problems: offline, retry with backoff
+                if getattr(exc, "category", "") == "wrong schema version":
+                    # app.sync.connection.CentralSchemaMismatch: stay offline, write nothing
+                    self._publish("incompatible", message=str(exc))
+                    self._close()
+                    self._wake.wait(60.0)
+                    self._wake.clear()
+                    continue
                 if not _is_connection_error(exc):
                     log.exception("Sync cycle failed")
                 self.counters.errors.append(f"{type(exc).__name__}: {exc}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, ClassVar, Protocol
@@ -91,6 +92,9 @@ class TicketDialog(QDialog):
         super().__init__(parent)
         self.service = service
         self.record = record
+        #: The id this ticket books its trade under: pressing Book again (a double click, a
+        #: retry after an error) stores the same booking once (TradeRepository.insert_trades).
+        self.client_id = uuid.uuid4()
         self.saved: TradeRecord | None = None
         self.setObjectName("trade_ticket")
         self.setWindowTitle(
@@ -380,7 +384,7 @@ class TicketDialog(QDialog):
             return
         try:
             if self.record is None:
-                self.saved = self.service.capture(raw)
+                self.saved = self.service.capture({**raw, "trade_uuid": self.client_id})
             else:
                 self.saved = self.service.amend(self.record.trade_uuid, self.record.version, raw)
         except ApprovalRequired as exc:
