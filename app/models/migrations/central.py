@@ -133,7 +133,7 @@ $$""",
         f"""
 CREATE OR REPLACE FUNCTION qe_audit_append(
     p_entity text, p_entity_id text, p_action text, p_workstation text,
-    p_before jsonb, p_after jsonb, p_extra jsonb) RETURNS json
+    p_before jsonb, p_after jsonb, p_extra jsonb, p_prev text DEFAULT NULL) RETURNS json
 LANGUAGE plpgsql {definer} AS $$
 DECLARE
   last_hash text;
@@ -143,7 +143,13 @@ DECLARE
   s bigint;
 BEGIN
   PERFORM pg_advisory_xact_lock({ADVISORY_LOCK});
-  SELECT a.hash INTO last_hash FROM audit_log a ORDER BY a.seq DESC LIMIT 1;
+  IF p_prev IS NOT NULL THEN
+    -- the caller (qe_apply) tracks the head within its batch: reading it back here would
+    -- check visibility against hundreds of subtransactions for every record
+    last_hash := nullif(p_prev, '');
+  ELSE
+    SELECT a.hash INTO last_hash FROM audit_log a ORDER BY a.seq DESC LIMIT 1;
+  END IF;
   body := jsonb_build_object(
     'ts', to_char(now_utc, {TS}), 'user', session_user, 'workstation', p_workstation,
     'entity', p_entity, 'entity_id', p_entity_id, 'action', p_action,
@@ -158,8 +164,8 @@ BEGIN
   RETURN json_build_object('seq', s, 'hash', h);
 END $$""",
         f"""
-CREATE OR REPLACE FUNCTION qe_apply_trade(op json, origin text, r text, wbooks integer[])
-RETURNS json
+CREATE OR REPLACE FUNCTION qe_apply_trade(
+    op json, origin text, r text, wbooks integer[], prev text) RETURNS json
 LANGUAGE plpgsql {definer} AS $$
 DECLARE
   ptext text := op->>'payload';
@@ -338,7 +344,7 @@ BEGIN
   aud := qe_audit_append('trade', p->>'trade_uuid', act, origin, before, p,
                          jsonb_build_object('op_id', oid, 'seq', s,
                                             'client_ts', op->>'client_ts',
-                                            'approval', op->>'approval'));
+                                            'approval', op->>'approval'), prev);
   IF approved THEN
     UPDATE approval_request SET state = 'applied' WHERE request_uuid = op->>'approval'
        AND state = 'approved';
@@ -347,8 +353,8 @@ BEGIN
                            'audit_seq', aud->'seq', 'audit_hash', aud->'hash');
 END $$""",
         f"""
-CREATE OR REPLACE FUNCTION qe_apply_approval(op json, origin text, r text, wbooks integer[])
-RETURNS json LANGUAGE plpgsql {definer} AS $$
+CREATE OR REPLACE FUNCTION qe_apply_approval(
+    op json, origin text, r text, wbooks integer[], prev text) RETURNS json LANGUAGE plpgsql {definer} AS $$
 DECLARE
   ptext text := op->>'payload';
   oid text := op->>'op_id';
@@ -434,7 +440,7 @@ BEGIN
           clock_timestamp() AT TIME ZONE 'UTC')
   RETURNING seq INTO s;
   aud := qe_audit_append('approval', p->>'request_uuid', p->>'state', origin, NULL, p,
-                         jsonb_build_object('op_id', oid, 'seq', s));
+                         jsonb_build_object('op_id', oid, 'seq', s), prev);
   RETURN json_build_object('op_id', oid, 'status', 'applied', 'seq', s,
                            'audit_seq', aud->'seq', 'audit_hash', aud->'hash');
 END $$""",
@@ -459,8 +465,11 @@ DECLARE
   r text;
   wbooks integer[];
   last_seq bigint := 0;
+  last_hash text;
 BEGIN
   PERFORM pg_advisory_xact_lock({ADVISORY_LOCK});
+  -- the audit chain head ('' for an empty chain), tracked through the batch
+  last_hash := coalesce((SELECT a.hash FROM audit_log a ORDER BY a.seq DESC LIMIT 1), '');
   r := qe_role();
   -- the books this session's user may write (traders), once per batch
   wbooks := ARRAY(SELECT a.book_id FROM book_access a JOIN app_user u ON u.username = a.username
@@ -468,9 +477,9 @@ BEGIN
   FOR op IN SELECT value FROM json_array_elements(ops) LOOP
     BEGIN
       IF op->>'entity' = 'trade' THEN
-        res := qe_apply_trade(op, origin, r, wbooks);
+        res := qe_apply_trade(op, origin, r, wbooks, last_hash);
       ELSIF op->>'entity' = 'approval' THEN
-        res := qe_apply_approval(op, origin, r, wbooks);
+        res := qe_apply_approval(op, origin, r, wbooks, last_hash);
       ELSE
         res := json_build_object('op_id', op->>'op_id', 'status', 'rejected',
                                  'error', 'unknown kind of change ' || (op->>'entity'));
@@ -481,6 +490,7 @@ BEGIN
     END;
     IF res->>'status' = 'applied' THEN
       last_seq := greatest(last_seq, (res->>'seq')::bigint);
+      last_hash := coalesce(res->>'audit_hash', last_hash);
     END IF;
     results := results || res;
   END LOOP;
@@ -630,9 +640,9 @@ def _security_sql() -> list[str]:
     ]
     functions = [
         "qe_role()", "qe_can_read_book(integer)", "qe_can_write_book(integer)", "qe_is_admin()",
-        "qe_trade_payload(trade)", "qe_audit_append(text, text, text, text, jsonb, jsonb, jsonb)",
-        "qe_apply_trade(json, text, text, integer[])", "qe_apply(json, text)", "qe_whoami()",
-        "qe_apply_approval(json, text, text, integer[])", "qe_approval_payload(approval_request)",
+        "qe_trade_payload(trade)", "qe_audit_append(text, text, text, text, jsonb, jsonb, jsonb, text)",
+        "qe_apply_trade(json, text, text, integer[], text)", "qe_apply(json, text)", "qe_whoami()",
+        "qe_apply_approval(json, text, text, integer[], text)", "qe_approval_payload(approval_request)",
         "qe_admin_create_user(text, text, text, text, text[])",
         "qe_admin_deactivate_user(text)", "qe_admin_upsert_book(text, text)",
         "qe_admin_upsert_counterparty(text, text, text, boolean)", "qe_audit_immutable()",
@@ -675,13 +685,13 @@ def uninstall_statements() -> list[str]:
         "DROP FUNCTION IF EXISTS qe_admin_create_user(text, text, text, text, text[])",
         "DROP FUNCTION IF EXISTS qe_whoami()",
         "DROP FUNCTION IF EXISTS qe_apply(json, text)",
-        "DROP FUNCTION IF EXISTS qe_apply_trade(json, text, text, integer[])",
-        "DROP FUNCTION IF EXISTS qe_apply_approval(json, text, text, integer[])",
+        "DROP FUNCTION IF EXISTS qe_apply_trade(json, text, text, integer[], text)",
+        "DROP FUNCTION IF EXISTS qe_apply_approval(json, text, text, integer[], text)",
         "DROP FUNCTION IF EXISTS qe_approval_payload(approval_request)",
         "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
         "DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log",
         "DROP FUNCTION IF EXISTS qe_audit_immutable()",
-        "DROP FUNCTION IF EXISTS qe_audit_append(text, text, text, text, jsonb, jsonb, jsonb)",
+        "DROP FUNCTION IF EXISTS qe_audit_append(text, text, text, text, jsonb, jsonb, jsonb, text)",
         "DROP FUNCTION IF EXISTS qe_trade_payload(trade)",
         "DROP FUNCTION IF EXISTS qe_is_admin()",
         "DROP FUNCTION IF EXISTS qe_can_write_book(integer)",
