@@ -172,7 +172,6 @@ DECLARE
   oid text := op->>'op_id';
   sha text := encode(sha256(convert_to(op->>'payload', 'UTF8')), 'hex');
   p jsonb;
-  ex record;
   cur trade%ROWTYPE;
   found_cur boolean;
   v integer;
@@ -186,20 +185,8 @@ DECLARE
   appr record;
   approved boolean;
 BEGIN
-  SELECT c.payload_sha, c.seq INTO ex FROM change_log c WHERE c.op_id = oid;
-  IF FOUND THEN
-    IF ex.payload_sha = sha THEN
-      RETURN json_build_object('op_id', oid, 'status', 'duplicate', 'seq', ex.seq);
-    END IF;
-    RETURN json_build_object('op_id', oid, 'status', 'rejected', 'error',
-      'idempotency key ' || oid || ' was already used for a different change');
-  END IF;
   p := ptext::jsonb;
   v := (p->>'version')::integer;
-  IF r IS NULL THEN
-    RAISE EXCEPTION 'user % is not an active workstation user', session_user
-      USING ERRCODE = '42501';
-  END IF;
   IF p->>'updated_by' IS DISTINCT FROM session_user::text THEN
     RAISE EXCEPTION 'a change written by % cannot be pushed by %', p->>'updated_by',
       session_user USING ERRCODE = '42501';
@@ -360,26 +347,13 @@ DECLARE
   oid text := op->>'op_id';
   sha text := encode(sha256(convert_to(op->>'payload', 'UTF8')), 'hex');
   p jsonb;
-  ex record;
   cur approval_request%ROWTYPE;
   bid integer;
   s bigint;
   aud json;
   trade_kind boolean;
 BEGIN
-  SELECT c.payload_sha, c.seq INTO ex FROM change_log c WHERE c.op_id = oid;
-  IF FOUND THEN
-    IF ex.payload_sha = sha THEN
-      RETURN json_build_object('op_id', oid, 'status', 'duplicate', 'seq', ex.seq);
-    END IF;
-    RETURN json_build_object('op_id', oid, 'status', 'rejected', 'error',
-      'idempotency key ' || oid || ' was already used for a different change');
-  END IF;
   p := ptext::jsonb;
-  IF r IS NULL THEN
-    RAISE EXCEPTION 'user % is not an active workstation user', session_user
-      USING ERRCODE = '42501';
-  END IF;
   SELECT id INTO bid FROM book WHERE name = p->>'book';
   IF bid IS NULL THEN
     RAISE EXCEPTION 'book "%" does not exist in the desk database', p->>'book'
@@ -464,6 +438,7 @@ DECLARE
   results json[] := ARRAY[]::json[];
   r text;
   wbooks integer[];
+  ex record;
   last_seq bigint := 0;
   last_hash text;
 BEGIN
@@ -476,7 +451,18 @@ BEGIN
                   WHERE u.username = session_user AND u.active AND u.role = 'TRADER');
   FOR op IN SELECT value FROM json_array_elements(ops) LOOP
     BEGIN
-      IF op->>'entity' = 'trade' THEN
+      -- idempotency: a change seen before is answered, never applied twice
+      SELECT c.payload_sha, c.seq INTO ex FROM change_log c WHERE c.op_id = op->>'op_id';
+      IF FOUND AND ex.payload_sha = encode(sha256(convert_to(op->>'payload', 'UTF8')), 'hex')
+      THEN
+        res := json_build_object('op_id', op->>'op_id', 'status', 'duplicate', 'seq', ex.seq);
+      ELSIF FOUND THEN
+        res := json_build_object('op_id', op->>'op_id', 'status', 'rejected', 'error',
+          'idempotency key ' || (op->>'op_id') || ' was already used for a different change');
+      ELSIF r IS NULL THEN
+        RAISE EXCEPTION 'user % is not an active workstation user', session_user
+          USING ERRCODE = '42501';
+      ELSIF op->>'entity' = 'trade' THEN
         res := qe_apply_trade(op, origin, r, wbooks, last_hash);
       ELSIF op->>'entity' = 'approval' THEN
         res := qe_apply_approval(op, origin, r, wbooks, last_hash);
