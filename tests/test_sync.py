@@ -243,3 +243,71 @@ def test_other_schema_version_stays_offline_and_writes_nothing(ws: Any, desk: Ce
     assert "schema 9999" in a.engine.status.message
     assert a.engine.pending_count() == 1
     assert central_versions(desk) == []
+
+
+def test_limit_set_with_four_eyes_reaches_every_desk_and_binds_them(
+    ws: Any, desk: CentralDesk
+) -> None:
+    """A risk manager's position limit (approved by a second risk manager) is synced to the
+    traders' workstations, and the desk database enforces it across desks."""
+    import threading
+
+    from app.models.entities import LimitKind, UserRole
+    from app.models.limits import LimitDraft, LimitRepository
+    from app.services.approvals import ApprovalService
+    from app.services.auth import Principal
+    from app.services.limits import LimitService
+
+    desk.add_user("rita", "RISK_MANAGER")
+    desk.add_user("ray", "RISK_MANAGER")
+    r, y, a, a2 = ws("rita"), ws("ray"), ws("alice"), ws("adam")
+
+    def services(w: Any, role: UserRole) -> ApprovalService:
+        w.trading.set_principal(Principal(w.user, role))
+        limits = LimitService(LimitRepository(w.store), principal=w.trading.principal)
+        return ApprovalService(w.store, w.bus, w.trading, limits, lambda: w.trading.principal)
+
+    svc_r, svc_y = services(r, UserRole.RISK_MANAGER), services(y, UserRole.RISK_MANAGER)
+    book_id = LimitRepository(r.store).books()
+    book_id = next(i for i, n in book_id.items() if n == "DESK-A")
+    req = svc_r.request_limit_change(
+        LimitDraft(book_id, LimitKind.POSITION, "1500", product="CR-BRENT"), "desk cap"
+    )
+    r.engine.sync_once()
+    y.engine.sync_once()
+    svc_y.approve(req.request_uuid, "agreed")
+    y.engine.sync_once()
+    with y.store.session() as s:
+        assert sorted({i.state for i in s.scalars(select(OutboxItem))}) == ["acked"]
+    with desk.admin() as c:
+        assert c.execute("SELECT kind, product, limit_value FROM risk_limit").fetchall() == [
+            ("POSITION", "CR-BRENT", 1_500_000)
+        ]
+    for w in (a, a2):
+        w.engine.sync_once()
+        [lim] = LimitRepository(w.store).list_limits()
+        assert (lim.kind, lim.product, str(lim.limit_value)) == (
+            LimitKind.POSITION,
+            "CR-BRENT",
+            "1500.000",
+        )
+    # two desks each book 1,000 bbl: each fits alone, together they breach
+    a.book(quantity="1000")
+    a2.book(quantity="1000")
+    barrier = threading.Barrier(2)
+
+    def go(w: Any) -> None:
+        barrier.wait()
+        w.engine.sync_once()
+
+    threads = [threading.Thread(target=go, args=(w,)) for w in (a, a2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    states = []
+    for w in (a, a2):
+        with w.store.session() as s:
+            states += [(i.state, i.last_error) for i in s.scalars(select(OutboxItem))]
+    assert sorted(st for st, _ in states) == ["acked", "rejected"]
+    assert any("position limit" in err for _, err in states)

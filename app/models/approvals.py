@@ -407,8 +407,12 @@ def _before_commit(session: Session) -> None:
     # The change's outbox rows carry the request id: the desk database accepts a confirmed
     # trade's amendment only with its approval.
     for obj in [*session.new, *session.identity_map.values()]:
-        if isinstance(obj, OutboxItem) and obj.entity == "trade" and obj.payload is None:
+        if not isinstance(obj, OutboxItem) or obj.state != "pending":
+            continue
+        if obj.entity == "trade" and obj.payload is None:
             obj.payload = canonical({"approval": pending.request_uuid})
+        elif obj.entity == "limit" and obj.payload and '"approval"' not in obj.payload:
+            obj.payload = canonical({**json.loads(obj.payload), "approval": pending.request_uuid})
     pending.applied = pending.repo.mark_applied(pending.request_uuid, pending.user, session)
 
 

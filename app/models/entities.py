@@ -255,6 +255,8 @@ class RiskLimit(Base):
     __tablename__ = "risk_limit"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Identity across workstations and the desk database (local ids differ per store).
+    limit_uuid: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
     book_id: Mapped[int] = mapped_column(ForeignKey("book.id"), index=True)
     kind: Mapped[LimitKind] = mapped_column(_enum(LimitKind))
     product: Mapped[str | None] = mapped_column(String(24), nullable=True)

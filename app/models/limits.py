@@ -24,6 +24,7 @@ import dataclasses
 import datetime as dt
 import math
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,8 +33,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import audit
+from app.models import audit, outbox
 from app.models.entities import Book, BreachKind, LimitBreach, LimitKind, Product, RiskLimit
+from app.models.payload import canonical
 from app.models.store import Store
 from app.models.types import QUANTITY_PLACES, to_scaled, utcnow
 
@@ -357,6 +359,7 @@ class LimitRepository:
         with self.store.session() as s:
             clean = self._checked(s, draft, None)
             row = RiskLimit(
+                limit_uuid=uuid.uuid4().hex,
                 book_id=clean.book_id,
                 kind=clean.kind,
                 product=clean.product,
@@ -597,6 +600,28 @@ def _audit_state(row: RiskLimit) -> dict[str, Any]:
 def _audit(
     s: Session, user: str, action: str, before: dict[str, Any] | None, row: RiskLimit
 ) -> None:
-    """Append the limit change to the audit trail, in the change's transaction."""
+    """Append the limit change to the audit trail and, outside the demo desk, queue it for the
+    desk database (outbox), in the change's transaction."""
     audit.append(s, user=user, entity="limit", entity_id=str(row.id), action=action,
                  before=before, after=_audit_state(row))  # fmt: skip
+    if row.book.is_demo:
+        return
+    if row.limit_uuid is None:  # a limit from before the desk database
+        row.limit_uuid = uuid.uuid4().hex
+        s.flush()
+    outbox.enqueue(s, entity="limit", entity_key=row.limit_uuid, version=row.version,
+                   username=user, payload=canonical(limit_wire(row)))  # fmt: skip
+
+
+def limit_wire(row: RiskLimit) -> dict[str, Any]:
+    """A limit as the desk database sees it: natural keys, exact scaled integers."""
+    return {
+        "limit_uuid": row.limit_uuid, "book": row.book.name, "kind": row.kind.name,
+        "product": row.product, "currency": row.currency, "confidence": row.confidence,
+        "horizon_days": row.horizon_days,
+        "limit_value": to_scaled(row.limit_value, QUANTITY_PLACES),
+        "warning_pct": to_scaled(row.warning_pct, 2), "active": bool(row.active),
+        "comment": row.comment, "version": row.version, "created_by": row.created_by,
+        "created_at": audit.format_ts(row.created_at), "updated_by": row.updated_by,
+        "updated_at": audit.format_ts(row.updated_at),
+    }  # fmt: skip

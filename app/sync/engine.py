@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -44,15 +45,17 @@ from app.models.entities import (
     ApprovalRequest,
     Book,
     Counterparty,
+    LimitKind,
     OutboxItem,
     Product,
+    RiskLimit,
     SyncConflict,
     SyncState,
     Trade,
 )
 from app.models.payload import canonical, columns_from_payload, parse_ts, trade_payload
 from app.models.store import Store
-from app.models.types import utcnow
+from app.models.types import QUANTITY_PLACES, utcnow
 from app.services.events import (
     APPROVALS_CHANGED,
     SYNC_CONFLICTS,
@@ -671,6 +674,9 @@ class SyncEngine:
                     self._apply_approval(s, refs, json.loads(payload_text), seq, origin)
                     approvals = True
                     continue
+                if entity == "limit":
+                    self._apply_limit(s, refs, json.loads(payload_text), seq, origin)
+                    continue
                 if entity != "trade":
                     continue
                 p = json.loads(payload_text)
@@ -727,6 +733,36 @@ class SyncEngine:
         if approvals:
             self.bus.publish(APPROVALS_CHANGED, request_uuid=None, state="pulled")
         return changed, conflict_ids
+
+    def _apply_limit(self, s: Any, refs: _Refs, p: dict[str, Any], seq: int, origin: str) -> None:
+        """A risk manager's limit change from the desk database: upsert it by ``limit_uuid``.
+        A local change of the same limit still pending is refused by the server (stale
+        version), visibly; the desk's version is what applies."""
+        row = s.scalars(select(RiskLimit).where(RiskLimit.limit_uuid == p["limit_uuid"])).first()
+        book_id = refs.book_ids.get(p["book"])
+        if book_id is None:
+            return  # a book this store does not know (refdata is pulled first)
+        values = {
+            "book_id": book_id, "kind": LimitKind[p["kind"]], "product": p.get("product"),
+            "currency": p.get("currency"), "confidence": p.get("confidence"),
+            "horizon_days": p.get("horizon_days"),
+            "limit_value": Decimal(int(p["limit_value"])).scaleb(-QUANTITY_PLACES),
+            "warning_pct": Decimal(int(p["warning_pct"])).scaleb(-2),
+            "active": bool(p["active"]), "comment": p.get("comment") or "",
+            "updated_by": p["updated_by"], "updated_at": parse_ts(p["updated_at"]),
+            "version": int(p["version"]),
+        }  # fmt: skip
+        if row is None:
+            s.add(RiskLimit(limit_uuid=p["limit_uuid"], created_by=p["created_by"],
+                            created_at=parse_ts(p["created_at"]), **values))  # fmt: skip
+        elif row.version < int(p["version"]):
+            for key, value in values.items():
+                setattr(row, key, value)
+        s.flush()
+        audit.append(
+            s, user=p["updated_by"], entity="limit", entity_id=p["limit_uuid"],
+            action="pulled", after=p, extra={"seq": seq, "origin": origin},
+        )  # fmt: skip
 
     def _apply_approval(
         self, s: Any, refs: _Refs, p: dict[str, Any], seq: int, origin: str

@@ -430,6 +430,85 @@ LANGUAGE sql STABLE {definer} AS $$
     'decision_comment', a.decision_comment)
 $$""",
         f"""
+CREATE OR REPLACE FUNCTION qe_apply_limit(
+    op json, origin text, r text, wbooks integer[], prev text) RETURNS json
+LANGUAGE plpgsql {definer} AS $$
+DECLARE
+  ptext text := op->>'payload';
+  oid text := op->>'op_id';
+  sha text := encode(sha256(convert_to(op->>'payload', 'UTF8')), 'hex');
+  p jsonb;
+  cur risk_limit%ROWTYPE;
+  found_cur boolean;
+  v integer;
+  bid integer;
+  appr record;
+  s bigint;
+  aud json;
+BEGIN
+  p := ptext::jsonb;
+  v := (p->>'version')::integer;
+  IF r <> 'RISK_MANAGER' THEN
+    RAISE EXCEPTION 'role % may not set limits', lower(r) USING ERRCODE = '42501';
+  END IF;
+  IF p->>'updated_by' IS DISTINCT FROM session_user::text THEN
+    RAISE EXCEPTION 'a change written by % cannot be pushed by %', p->>'updated_by',
+      session_user USING ERRCODE = '42501';
+  END IF;
+  SELECT id INTO bid FROM book WHERE name = p->>'book';
+  IF bid IS NULL THEN
+    RAISE EXCEPTION 'book "%" does not exist in the desk database', p->>'book'
+      USING ERRCODE = '23503';
+  END IF;
+  -- four-eyes: every limit change carries an approval decided by a second user, used once
+  SELECT * INTO appr FROM approval_request a
+   WHERE a.request_uuid = p->>'approval' AND a.kind = 'limit_change'
+     AND a.state IN ('approved', 'applied') AND a.decided_by IS NOT NULL
+     AND a.decided_by IS DISTINCT FROM a.requested_by
+     AND session_user::text IN (a.decided_by, a.requested_by);
+  IF NOT FOUND OR EXISTS (SELECT 1 FROM audit_log l WHERE l.entity = 'limit'
+                            AND l.body::jsonb #>> '{{extra,approval}}' = p->>'approval') THEN
+    RAISE EXCEPTION 'a limit change needs an approved, unused four-eyes request'
+      USING ERRCODE = '42501';
+  END IF;
+  SELECT * INTO cur FROM risk_limit l WHERE l.limit_uuid = p->>'limit_uuid';
+  found_cur := FOUND;
+  IF found_cur AND cur.version <> v - 1 THEN
+    RAISE EXCEPTION 'limit changed on another desk meanwhile (by %, now version %): reload it',
+      cur.updated_by, cur.version USING ERRCODE = '40001';
+  END IF;
+  IF found_cur THEN
+    UPDATE risk_limit SET book_id = bid, kind = p->>'kind', product = p->>'product',
+        currency = p->>'currency', confidence = (p->>'confidence')::double precision,
+        horizon_days = (p->>'horizon_days')::integer,
+        limit_value = (p->>'limit_value')::bigint, warning_pct = (p->>'warning_pct')::bigint,
+        active = (p->>'active')::boolean, comment = p->>'comment',
+        updated_by = session_user, updated_at = (p->>'updated_at')::timestamp, version = v
+     WHERE id = cur.id;
+  ELSE
+    INSERT INTO risk_limit (limit_uuid, book_id, kind, product, currency, confidence,
+        horizon_days, limit_value, warning_pct, active, comment, created_by, created_at,
+        updated_by, updated_at, version)
+    VALUES (p->>'limit_uuid', bid, p->>'kind', p->>'product', p->>'currency',
+        (p->>'confidence')::double precision, (p->>'horizon_days')::integer,
+        (p->>'limit_value')::bigint, (p->>'warning_pct')::bigint, (p->>'active')::boolean,
+        p->>'comment', p->>'created_by', (p->>'created_at')::timestamp, session_user,
+        (p->>'updated_at')::timestamp, v);
+  END IF;
+  UPDATE approval_request SET state = 'applied' WHERE id = appr.id AND state = 'approved';
+  INSERT INTO change_log (op_id, payload_sha, entity, entity_key, book_id, version, payload,
+                          origin, username, client_ts, committed_at)
+  VALUES (oid, sha, 'limit', p->>'limit_uuid', bid, v, ptext, origin, session_user,
+          (op->>'client_ts')::timestamp, clock_timestamp() AT TIME ZONE 'UTC')
+  RETURNING seq INTO s;
+  aud := qe_audit_append('limit', p->>'limit_uuid', CASE WHEN found_cur THEN 'update'
+                         ELSE 'create' END, origin, NULL, p,
+                         jsonb_build_object('op_id', oid, 'seq', s,
+                                            'approval', p->>'approval'), prev);
+  RETURN json_build_object('op_id', oid, 'status', 'applied', 'seq', s,
+                           'audit_seq', aud->'seq', 'audit_hash', aud->'hash');
+END $$""",
+        f"""
 CREATE OR REPLACE FUNCTION qe_apply(ops json, origin text) RETURNS json
 LANGUAGE plpgsql {definer} AS $$
 DECLARE
@@ -466,6 +545,8 @@ BEGIN
         res := qe_apply_trade(op, origin, r, wbooks, last_hash);
       ELSIF op->>'entity' = 'approval' THEN
         res := qe_apply_approval(op, origin, r, wbooks, last_hash);
+      ELSIF op->>'entity' = 'limit' THEN
+        res := qe_apply_limit(op, origin, r, wbooks, last_hash);
       ELSE
         res := json_build_object('op_id', op->>'op_id', 'status', 'rejected',
                                  'error', 'unknown kind of change ' || (op->>'entity'));
@@ -629,6 +710,7 @@ def _security_sql() -> list[str]:
         "qe_trade_payload(trade)", "qe_audit_append(text, text, text, text, jsonb, jsonb, jsonb, text)",
         "qe_apply_trade(json, text, text, integer[], text)", "qe_apply(json, text)", "qe_whoami()",
         "qe_apply_approval(json, text, text, integer[], text)", "qe_approval_payload(approval_request)",
+        "qe_apply_limit(json, text, text, integer[], text)",
         "qe_admin_create_user(text, text, text, text, text[])",
         "qe_admin_deactivate_user(text)", "qe_admin_upsert_book(text, text)",
         "qe_admin_upsert_counterparty(text, text, text, boolean)", "qe_audit_immutable()",
@@ -673,6 +755,7 @@ def uninstall_statements() -> list[str]:
         "DROP FUNCTION IF EXISTS qe_apply(json, text)",
         "DROP FUNCTION IF EXISTS qe_apply_trade(json, text, text, integer[], text)",
         "DROP FUNCTION IF EXISTS qe_apply_approval(json, text, text, integer[], text)",
+        "DROP FUNCTION IF EXISTS qe_apply_limit(json, text, text, integer[], text)",
         "DROP FUNCTION IF EXISTS qe_approval_payload(approval_request)",
         "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
         "DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log",

@@ -14,6 +14,8 @@ hash-chained audit table.
 
 from __future__ import annotations
 
+import uuid
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -162,7 +164,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_approval_request")),
         sa.UniqueConstraint("request_uuid", name=op.f("uq_approval_request_request_uuid")),
     )
+    with op.batch_alter_table("risk_limit", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("limit_uuid", sa.String(length=32), nullable=True))
+        batch_op.create_unique_constraint(batch_op.f("uq_risk_limit_limit_uuid"), ["limit_uuid"])
     bind = op.get_bind()
+    for (limit_id,) in bind.execute(sa.text("SELECT id FROM risk_limit")).all():
+        bind.execute(sa.text("UPDATE risk_limit SET limit_uuid = :u WHERE id = :i"),
+                     {"u": uuid.uuid4().hex, "i": limit_id})  # fmt: skip
     if bind.dialect.name == "sqlite":
         # The local trail is append-only too (tamper tests drop these on purpose).
         op.execute(
@@ -181,6 +189,9 @@ def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         central.execute(bind, central.uninstall_statements())
+    with op.batch_alter_table("risk_limit", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("uq_risk_limit_limit_uuid"), type_="unique")
+        batch_op.drop_column("limit_uuid")
     for name in ("approval_request", "audit_log", "change_log", "sync_conflict", "sync_state",
                  "outbox", "book_access", "app_user"):  # fmt: skip
         op.drop_table(name)
