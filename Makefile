@@ -38,7 +38,7 @@ bench: $(STAMP)
 
 # The full desk-database soak: 10,000 trades, 250 kills, 200 network cuts, 20 database restarts.
 soak: $(STAMP)
-	QE_SOAK=full QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest tests/benchmarks/test_bench_sync.py -k soak -s -q -p no:cacheprovider
+	QE_SOAK=full QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest tests/benchmarks/test_bench_sync.py -k soak -s -q -p no:cacheprovider -o faulthandler_timeout=0
 
 package: $(STAMP)
 	$(BIN)/python installer/build.py
