@@ -509,58 +509,89 @@ BEGIN
                            'audit_seq', aud->'seq', 'audit_hash', aud->'hash');
 END $$""",
         f"""
+CREATE OR REPLACE FUNCTION qe_apply_one(
+    op json, origin text, r text, wbooks integer[], prev text) RETURNS json
+LANGUAGE plpgsql {definer} AS $$
+DECLARE
+  ex record;
+BEGIN
+  -- idempotency: a change seen before is answered, never applied twice
+  SELECT c.payload_sha, c.seq INTO ex FROM change_log c WHERE c.op_id = op->>'op_id';
+  IF FOUND THEN
+    IF ex.payload_sha = encode(sha256(convert_to(op->>'payload', 'UTF8')), 'hex') THEN
+      RETURN json_build_object('op_id', op->>'op_id', 'status', 'duplicate', 'seq', ex.seq);
+    END IF;
+    RETURN json_build_object('op_id', op->>'op_id', 'status', 'rejected', 'error',
+      'idempotency key ' || (op->>'op_id') || ' was already used for a different change');
+  END IF;
+  IF r IS NULL THEN
+    RAISE EXCEPTION 'user % is not an active workstation user', session_user
+      USING ERRCODE = '42501';
+  END IF;
+  IF op->>'entity' = 'trade' THEN
+    RETURN qe_apply_trade(op, origin, r, wbooks, prev);
+  ELSIF op->>'entity' = 'approval' THEN
+    RETURN qe_apply_approval(op, origin, r, wbooks, prev);
+  ELSIF op->>'entity' = 'limit' THEN
+    RETURN qe_apply_limit(op, origin, r, wbooks, prev);
+  END IF;
+  RETURN json_build_object('op_id', op->>'op_id', 'status', 'rejected',
+                           'error', 'unknown kind of change ' || (op->>'entity'));
+END $$""",
+        f"""
 CREATE OR REPLACE FUNCTION qe_apply(ops json, origin text) RETURNS json
 LANGUAGE plpgsql {definer} AS $$
 DECLARE
   op json;
   res json;
-  results json[] := ARRAY[]::json[];
+  results json[];
   r text;
   wbooks integer[];
-  ex record;
-  last_seq bigint := 0;
+  head text;
+  last_seq bigint;
   last_hash text;
+  fast boolean := true;
 BEGIN
   PERFORM pg_advisory_xact_lock({ADVISORY_LOCK});
   -- the audit chain head ('' for an empty chain), tracked through the batch
-  last_hash := coalesce((SELECT a.hash FROM audit_log a ORDER BY a.seq DESC LIMIT 1), '');
+  head := coalesce((SELECT a.hash FROM audit_log a ORDER BY a.seq DESC LIMIT 1), '');
   r := qe_role();
   -- the books this session's user may write (traders), once per batch
   wbooks := ARRAY(SELECT a.book_id FROM book_access a JOIN app_user u ON u.username = a.username
                   WHERE u.username = session_user AND u.active AND u.role = 'TRADER');
-  FOR op IN SELECT value FROM json_array_elements(ops) LOOP
-    BEGIN
-      -- idempotency: a change seen before is answered, never applied twice
-      SELECT c.payload_sha, c.seq INTO ex FROM change_log c WHERE c.op_id = op->>'op_id';
-      IF FOUND AND ex.payload_sha = encode(sha256(convert_to(op->>'payload', 'UTF8')), 'hex')
-      THEN
-        res := json_build_object('op_id', op->>'op_id', 'status', 'duplicate', 'seq', ex.seq);
-      ELSIF FOUND THEN
-        res := json_build_object('op_id', op->>'op_id', 'status', 'rejected', 'error',
-          'idempotency key ' || (op->>'op_id') || ' was already used for a different change');
-      ELSIF r IS NULL THEN
-        RAISE EXCEPTION 'user % is not an active workstation user', session_user
-          USING ERRCODE = '42501';
-      ELSIF op->>'entity' = 'trade' THEN
-        res := qe_apply_trade(op, origin, r, wbooks, last_hash);
-      ELSIF op->>'entity' = 'approval' THEN
-        res := qe_apply_approval(op, origin, r, wbooks, last_hash);
-      ELSIF op->>'entity' = 'limit' THEN
-        res := qe_apply_limit(op, origin, r, wbooks, last_hash);
-      ELSE
-        res := json_build_object('op_id', op->>'op_id', 'status', 'rejected',
-                                 'error', 'unknown kind of change ' || (op->>'entity'));
+  -- Fast path: the whole batch in ONE subtransaction. When any change raises, it is rolled
+  -- back and the batch is redone with one subtransaction per change, so a bad change is
+  -- rejected alone. (Hundreds of subtransactions per batch would overflow every reader's
+  -- snapshot cache and slow the desk.)
+  BEGIN
+    results := ARRAY[]::json[]; last_seq := 0; last_hash := head;
+    FOR op IN SELECT value FROM json_array_elements(ops) LOOP
+      res := qe_apply_one(op, origin, r, wbooks, last_hash);
+      IF res->>'status' = 'applied' THEN
+        last_seq := greatest(last_seq, (res->>'seq')::bigint);
+        last_hash := coalesce(res->>'audit_hash', last_hash);
       END IF;
-    EXCEPTION WHEN OTHERS THEN
-      res := json_build_object('op_id', op->>'op_id', 'status', 'rejected',
-                               'error', SQLERRM, 'sqlstate', SQLSTATE);
-    END;
-    IF res->>'status' = 'applied' THEN
-      last_seq := greatest(last_seq, (res->>'seq')::bigint);
-      last_hash := coalesce(res->>'audit_hash', last_hash);
-    END IF;
-    results := results || res;
-  END LOOP;
+      results := results || res;
+    END LOOP;
+  EXCEPTION WHEN OTHERS THEN
+    fast := false;
+  END;
+  IF NOT fast THEN
+    results := ARRAY[]::json[]; last_seq := 0; last_hash := head;
+    FOR op IN SELECT value FROM json_array_elements(ops) LOOP
+      BEGIN
+        res := qe_apply_one(op, origin, r, wbooks, last_hash);
+      EXCEPTION WHEN OTHERS THEN
+        res := json_build_object('op_id', op->>'op_id', 'status', 'rejected',
+                                 'error', SQLERRM, 'sqlstate', SQLSTATE);
+      END;
+      IF res->>'status' = 'applied' THEN
+        last_seq := greatest(last_seq, (res->>'seq')::bigint);
+        last_hash := coalesce(res->>'audit_hash', last_hash);
+      END IF;
+      results := results || res;
+    END LOOP;
+  END IF;
   IF last_seq > 0 THEN
     PERFORM pg_notify('{NOTIFY_CHANNEL}', last_seq::text);
   END IF;
@@ -711,6 +742,7 @@ def _security_sql() -> list[str]:
         "qe_apply_trade(json, text, text, integer[], text)", "qe_apply(json, text)", "qe_whoami()",
         "qe_apply_approval(json, text, text, integer[], text)", "qe_approval_payload(approval_request)",
         "qe_apply_limit(json, text, text, integer[], text)",
+        "qe_apply_one(json, text, text, integer[], text)",
         "qe_admin_create_user(text, text, text, text, text[])",
         "qe_admin_deactivate_user(text)", "qe_admin_upsert_book(text, text)",
         "qe_admin_upsert_counterparty(text, text, text, boolean)", "qe_audit_immutable()",
@@ -755,6 +787,7 @@ def uninstall_statements() -> list[str]:
         "DROP FUNCTION IF EXISTS qe_apply(json, text)",
         "DROP FUNCTION IF EXISTS qe_apply_trade(json, text, text, integer[], text)",
         "DROP FUNCTION IF EXISTS qe_apply_approval(json, text, text, integer[], text)",
+        "DROP FUNCTION IF EXISTS qe_apply_one(json, text, text, integer[], text)",
         "DROP FUNCTION IF EXISTS qe_apply_limit(json, text, text, integer[], text)",
         "DROP FUNCTION IF EXISTS qe_approval_payload(approval_request)",
         "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
