@@ -311,3 +311,24 @@ def test_limit_set_with_four_eyes_reaches_every_desk_and_binds_them(
             states += [(i.state, i.last_error) for i in s.scalars(select(OutboxItem))]
     assert sorted(st for st, _ in states) == ["acked", "rejected"]
     assert any("position limit" in err for _, err in states)
+
+
+def test_cancel_racing_an_amendment_is_a_conflict_not_a_silent_win(
+    ws: Any, desk: CentralDesk
+) -> None:
+    from app.models.enums import TradeStatus
+
+    a, a2 = ws("alice"), ws("adam")
+    rec = a.book()
+    a.engine.sync_once()
+    a2.engine.sync_once()
+    a.trading.cancel(rec.trade_uuid, 1, "booked twice")
+    a2.amend(a2.repo.get(rec.trade_uuid), price="83")
+    a.engine.sync_once()  # the cancellation reaches the desk first
+    a2.engine.sync_once()
+    with a2.store.session() as s:
+        [c] = s.scalars(select(SyncConflict)).all()
+    assert '"price":83000000' in c.local_payload and '"status":"CANCELLED"' in (
+        c.remote_payload or ""
+    )
+    assert a2.repo.get(rec.trade_uuid).status is TradeStatus.CANCELLED  # the desk's version
