@@ -332,3 +332,38 @@ def test_cancel_racing_an_amendment_is_a_conflict_not_a_silent_win(
         c.remote_payload or ""
     )
     assert a2.repo.get(rec.trade_uuid).status is TradeStatus.CANCELLED  # the desk's version
+
+
+def test_long_outage_catches_up_in_batches_with_progress(ws: Any, desk: CentralDesk) -> None:
+    """Thousands of changes made offline push in bounded batches, reporting progress; the
+    other desk pulls them in bounded batches too."""
+    import datetime as _dt
+    import tracemalloc
+
+    from app.services.events import SYNC_STATUS
+
+    a = ws("alice", batch=100, pull_batch=100)
+    b = ws("adam", pull_batch=100)
+    raws = [{"book": "DESK-A", "counterparty": "Northwind Energy AG", "product": "CR-BRENT",
+             "instrument": "Future", "side": "Buy", "quantity": str(100 + i), "price": "80",
+             "trade_date": _dt.date.today().isoformat(), "delivery_start": "2027-01-01",
+             "delivery_end": "2027-01-31"} for i in range(600)]  # fmt: skip
+    a.trading.capture_many(raws)
+    progress: list[tuple[int, int]] = []
+    a.bus.subscribe(SYNC_STATUS, lambda status: status.progress and progress.append(
+        status.progress))  # fmt: skip
+    tracemalloc.start()
+    try:
+        a.engine.sync_once()
+        _, peak_push = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        b.engine.sync_once()
+        _, peak_pull = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert progress[:6] == [(100, 600), (200, 600), (300, 600), (400, 600), (500, 600),
+                            (600, 600)]  # fmt: skip
+    assert b.repo.count_current() == 600
+    # bounded: one batch at a time, never the whole backlog
+    print(f"peak traced memory: push {peak_push / 1e6:.1f} MB, pull {peak_pull / 1e6:.1f} MB")
+    assert peak_push < 4e6 and peak_pull < 4e6, (peak_push, peak_pull)
