@@ -29,7 +29,7 @@ from app.models.enums import (
     TradeStatus,
     Unit,
 )
-from app.models.payload import trade_payload
+from app.models.payload import columns_from_payload, trade_payload
 from app.models.store import Store
 from app.models.types import utcnow
 
@@ -258,27 +258,42 @@ def columns_from_rows(rows: Sequence[tuple[Any, ...]]) -> dict[str, np.ndarray]:
     return out
 
 
-class _Names:
-    """Natural keys of the reference data in one session (payloads carry names, not ids)."""
+class RefNames:
+    """The reference data of one session by natural key and by local id, both ways.
+
+    Payloads (app.models.payload) carry book names, counterparty LEIs and product codes; each
+    store has its own ids. Used by trade writes (outbox/audit) and by the sync worker.
+    """
 
     def __init__(self, s: Any) -> None:
-        self.books = {i: (n, d) for i, n, d in s.execute(select(Book.id, Book.name, Book.is_demo))}
+        books = s.execute(select(Book.id, Book.name, Book.is_demo)).all()
+        self.book_names: dict[int, str] = {i: n for i, n, _ in books}
+        self.demo_books = {i for i, _, demo in books if demo}
         self.leis: dict[int, str] = {
             i: v for i, v in s.execute(select(Counterparty.id, Counterparty.lei))
         }
         self.codes: dict[int, str] = {i: v for i, v in s.execute(select(Product.id, Product.code))}
+        self.book_ids = {n: i for i, n in self.book_names.items()}
+        self.cp_ids = {v: i for i, v in self.leis.items()}
+        self.product_ids = {v: i for i, v in self.codes.items()}
 
-    def is_demo(self, t: Trade) -> bool:
-        return bool(self.books[t.book_id][1])
+    def is_demo(self, t: Any) -> bool:
+        return t.book_id in self.demo_books
 
-    def payload(self, t: Trade) -> dict[str, Any]:
+    def payload(self, t: Any) -> dict[str, Any]:
+        """The payload of trade version ``t`` (ORM object or row)."""
         return trade_payload(
-            t, self.books[t.book_id][0], self.leis[t.counterparty_id], self.codes[t.product_id]
+            t, self.book_names[t.book_id], self.leis[t.counterparty_id], self.codes[t.product_id]
         )
+
+    def columns(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Local ``Trade`` column values of a payload (``UnknownReference`` for a name this
+        store does not have)."""
+        return columns_from_payload(payload, self.book_ids, self.cp_ids, self.product_ids)
 
 
 def record_trade_change(
-    s: Any, names: _Names, new: Trade, before: Trade | None, action: str, user: str
+    s: Any, names: RefNames, new: Trade, before: Trade | None, action: str, user: str
 ) -> None:
     """Outbox row + audit record for one written trade version, in its transaction.
 
@@ -363,7 +378,7 @@ class TradeRepository:
                 s.add(t)
                 out.append(t)
             s.flush()
-            names = _Names(s)
+            names = RefNames(s)
             for t in out:
                 record_trade_change(s, names, t, None, "capture", user)
             records = [TradeRecord.from_orm(t) for t in out]
@@ -446,7 +461,7 @@ class TradeRepository:
                 action = "cancel" if new.status is TradeStatus.CANCELLED else "lifecycle"
             else:
                 action = "amend"
-            record_trade_change(s, _Names(s), new, cur, action, user)
+            record_trade_change(s, RefNames(s), new, cur, action, user)
             return TradeRecord.from_orm(new)
 
     # -- trades: reads ------------------------------------------------------------------------

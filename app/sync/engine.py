@@ -47,13 +47,13 @@ from app.models.entities import (
     Counterparty,
     LimitKind,
     OutboxItem,
-    Product,
     RiskLimit,
     SyncConflict,
     SyncState,
     Trade,
 )
-from app.models.payload import canonical, columns_from_payload, parse_ts, trade_payload
+from app.models.payload import canonical, parse_ts
+from app.models.repository import RefNames
 from app.models.store import Store
 from app.models.types import QUANTITY_PLACES, utcnow
 from app.services.events import (
@@ -107,23 +107,6 @@ def _set_state(s: Any, key: str, value: str) -> None:
         s.add(SyncState(key=key, value=value))
     else:
         row.value = value
-
-
-class _Refs:
-    """Local reference data by natural key, and names by local id."""
-
-    def __init__(self, s: Any) -> None:
-        self.book_ids = {n: i for i, n in s.execute(select(Book.id, Book.name))}
-        self.cp_ids = {lei: i for i, lei in s.execute(select(Counterparty.id, Counterparty.lei))}
-        self.product_ids = {c: i for i, c in s.execute(select(Product.id, Product.code))}
-        self.book_names = {i: n for n, i in self.book_ids.items()}
-        self.leis = {i: n for n, i in self.cp_ids.items()}
-        self.codes = {i: n for n, i in self.product_ids.items()}
-
-    def payload(self, t: Trade) -> dict[str, Any]:
-        return trade_payload(
-            t, self.book_names[t.book_id], self.leis[t.counterparty_id], self.codes[t.product_id]
-        )
 
 
 class SyncEngine:
@@ -426,7 +409,7 @@ class SyncEngine:
             return items, json.dumps(self._build_ops(s, items)) if items else ""
 
     def _build_ops(self, s: Any, items: Sequence[OutboxItem]) -> list[dict[str, Any]]:
-        refs = _Refs(s)
+        refs = RefNames(s)
         trades = {
             (t.trade_uuid.hex, t.version): t
             for t in _versions(s, [(i.entity_key, i.version) for i in items if i.entity == "trade"])
@@ -535,7 +518,7 @@ class SyncEngine:
                 .order_by(Trade.version)
             )
         )
-        refs = _Refs(s)
+        refs = RefNames(s)
         latest = refs.payload(rows[-1]) if rows else None
         base = tentative[0].version - 1
         for row in rows:
@@ -571,8 +554,8 @@ class SyncEngine:
 
     # -- pull ---------------------------------------------------------------------------------
     def pull(self, conn: Any) -> int:
-        """Apply central changes after the checkpoint until caught up; returns rows applied."""
-        self._check_checkpoint(conn)
+        """Apply central changes after the checkpoint until caught up; returns rows applied.
+        (``sync_once`` checks the checkpoint against the server first.)"""
         applied = 0
         while not self._stop.is_set():
             with self.store.session() as s:
@@ -657,7 +640,7 @@ class SyncEngine:
         conflict_ids: list[int] = []
         approvals = False
         with self.store.session() as s:
-            refs = _Refs(s)
+            refs = RefNames(s)
             ours = {
                 o.op_id: o
                 for o in s.scalars(
@@ -705,12 +688,12 @@ class SyncEngine:
                 elif version in have:
                     continue  # already here (re-read after a rewind)
                 try:
-                    cols = columns_from_payload(p, refs.book_ids, refs.cp_ids, refs.product_ids)
+                    cols = refs.columns(p)
                 except LookupError:
                     self.pull_refdata(conn)
                     s.flush()
-                    refs = _Refs(s)
-                    cols = columns_from_payload(p, refs.book_ids, refs.cp_ids, refs.product_ids)
+                    refs = RefNames(s)
+                    cols = refs.columns(p)
                 newest = version >= max(have, default=0)
                 if newest:
                     s.execute(
@@ -734,7 +717,9 @@ class SyncEngine:
             self.bus.publish(APPROVALS_CHANGED, request_uuid=None, state="pulled")
         return changed, conflict_ids
 
-    def _apply_limit(self, s: Any, refs: _Refs, p: dict[str, Any], seq: int, origin: str) -> None:
+    def _apply_limit(
+        self, s: Any, refs: RefNames, p: dict[str, Any], seq: int, origin: str
+    ) -> None:
         """A risk manager's limit change from the desk database: upsert it by ``limit_uuid``.
         A local change of the same limit still pending is refused by the server (stale
         version), visibly; the desk's version is what applies."""
@@ -765,7 +750,7 @@ class SyncEngine:
         )  # fmt: skip
 
     def _apply_approval(
-        self, s: Any, refs: _Refs, p: dict[str, Any], seq: int, origin: str
+        self, s: Any, refs: RefNames, p: dict[str, Any], seq: int, origin: str
     ) -> None:
         """Another desk's four-eyes request or decision: upsert it locally (the server
         checked who may make it)."""
@@ -800,18 +785,25 @@ class SyncEngine:
         self, state: str, *, message: str = "", progress: tuple[int, int] | None = None
     ) -> None:
         with self.store.session() as s:
-            pending = int(s.scalar(select(func.count()).where(OutboxItem.state == "pending")) or 0)
-            rejected = int(
-                s.scalar(select(func.count()).where(OutboxItem.state == "rejected")) or 0
-            )
+            # one pass over the outbox: counts by state, and pending changes of other users
+            counts = {
+                (state, mine): int(n)
+                for state, mine, n in s.execute(
+                    select(OutboxItem.state, OutboxItem.username == self.username, func.count())
+                    .where(OutboxItem.state.in_(("pending", "rejected")))
+                    .group_by(OutboxItem.state, OutboxItem.username == self.username)
+                )
+            }
             conflicts = int(s.scalar(select(func.count()).where(SyncConflict.state == "open")) or 0)
+        pending = counts.get(("pending", True), 0) + counts.get(("pending", False), 0)
+        rejected = counts.get(("rejected", True), 0) + counts.get(("rejected", False), 0)
+        others = counts.get(("pending", False), 0)
         if not message and self._skew is not None and abs(self._skew) > SKEW_WARN_S:
             message = (
                 f"This computer's clock is {_fmt_skew(self._skew)} the desk database's. "
                 "Changes are ordered by the server, so nothing is lost, but fix the clock: "
                 "times shown here are off."
             )
-        others = self._others_pending()
         if not message and others:
             message = f"{others} change(s) by other users wait until they sign in here"
         self._status = SyncStatus(
@@ -819,17 +811,6 @@ class SyncEngine:
             rejected=rejected, progress=progress, skew_s=self._skew, message=message,
         )  # fmt: skip
         self.bus.publish(SYNC_STATUS, status=self._status)
-
-    def _others_pending(self) -> int:
-        with self.store.session() as s:
-            return int(
-                s.scalar(
-                    select(func.count()).where(
-                        OutboxItem.state == "pending", OutboxItem.username != self.username
-                    )
-                )
-                or 0
-            )
 
 
 def _versions(s: Any, keys: Iterable[tuple[str, int]]) -> list[Any]:
