@@ -12,18 +12,16 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 
 from app.models import audit
 from app.models.entities import SyncConflict
-from app.models.enums import ExerciseStyle, InstrumentType, OptionType, Side
-from app.models.payload import ECONOMIC_KEYS
+from app.models.payload import ECONOMIC_KEYS, UnknownReference, columns_from_payload
 from app.models.repository import TradeRecord
 from app.models.store import Store
-from app.models.types import PRICE_PLACES, QUANTITY_PLACES, utcnow
+from app.models.types import utcnow
 from app.services.events import SYNC_CONFLICTS, EventBus
 from app.services.trading import TradingService
 
@@ -133,35 +131,19 @@ class ConflictService:
         return self.trading.amend(view.trade_uuid, current.version, raw)
 
     def _raw(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        """The ticket input of a payload: decoded like a pulled version, then presented like
+        any stored trade (``TradingService.raw_from_record``)."""
         ref = self.trading.refdata
-        cp = next((c for c in ref.counterparties.values() if c.lei == p["counterparty_lei"]), None)
-        if cp is None:
-            raise ConflictError(f"Unknown counterparty LEI {p['counterparty_lei']}.")
-
-        def dec(v: Any, places: int) -> Decimal | None:
-            return None if v is None else Decimal(int(v)).scaleb(-places)
-
-        def enum(cls: Any, v: Any) -> Any:
-            return None if v is None else cls[v]
-
-        return {
-            "book": p["book"],
-            "counterparty": cp.name,
-            "product": p["product"],
-            "instrument": InstrumentType[p["instrument"]],
-            "side": Side[p["side"]],
-            "quantity": dec(p["quantity"], QUANTITY_PLACES),
-            "price": dec(p["price"], PRICE_PLACES),
-            "trade_date": p["trade_date"],
-            "delivery_start": p["delivery_start"],
-            "delivery_end": p["delivery_end"],
-            "option_type": enum(OptionType, p.get("option_type")),
-            "strike": dec(p.get("strike"), PRICE_PLACES),
-            "expiry_date": p.get("expiry_date"),
-            "exercise_style": enum(ExerciseStyle, p.get("exercise_style")),
-            "premium": dec(p.get("premium"), PRICE_PLACES),
-            "comment": p.get("comment") or "",
-        }
+        try:
+            cols = columns_from_payload(
+                p,
+                {b.name: b.id for b in ref.books.values()},
+                {c.lei: c.id for c in ref.counterparties.values()},
+                {q.code: q.id for q in ref.products.values()},
+            )
+        except UnknownReference as exc:
+            raise ConflictError(f"This workstation does not know the trade's {exc}.") from None
+        return self.trading.raw_from_record(TradeRecord(is_current=False, **cols))
 
     def _close(self, conflict_id: int, resolution: str) -> None:
         with self.store.session() as s:
