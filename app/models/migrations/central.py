@@ -168,6 +168,62 @@ BEGIN
   RETURN json_build_object('seq', s, 'hash', h);
 END $$""",
         f"""
+CREATE OR REPLACE FUNCTION qe_book_id(bname text) RETURNS integer
+LANGUAGE plpgsql {internal} AS $$
+DECLARE bid integer;
+BEGIN
+  SELECT id INTO bid FROM book WHERE name = bname;
+  IF bid IS NULL THEN
+    RAISE EXCEPTION 'book "%" does not exist in the desk database', bname
+      USING ERRCODE = '23503';
+  END IF;
+  RETURN bid;
+END $$""",
+        f"""
+CREATE OR REPLACE FUNCTION qe_check_author(p jsonb) RETURNS void
+LANGUAGE plpgsql {internal} AS $$
+BEGIN
+  IF p->>'updated_by' IS DISTINCT FROM session_user::text THEN
+    RAISE EXCEPTION 'a change written by % cannot be pushed by %', p->>'updated_by',
+      session_user USING ERRCODE = '42501';
+  END IF;
+END $$""",
+        f"""
+CREATE OR REPLACE FUNCTION qe_usable_approval(
+    request text, rkind text, rentity text, rkey text) RETURNS approval_request
+LANGUAGE plpgsql {internal} AS $$
+-- The four-eyes request ``request`` if it may authorise this change now: of kind ``rkind``
+-- (for entity key ``rkey`` unless NULL), approved by a second user, executed by its approver
+-- or requester, and not used by any earlier ``rentity`` change (the audit trail says).
+DECLARE a approval_request%ROWTYPE;
+BEGIN
+  SELECT * INTO a FROM approval_request x
+   WHERE x.request_uuid = request AND x.kind = rkind AND x.state IN ('approved', 'applied')
+     AND (rkey IS NULL OR x.entity_key = rkey)
+     AND x.decided_by IS NOT NULL AND x.decided_by IS DISTINCT FROM x.requested_by
+     AND session_user::text IN (x.decided_by, x.requested_by);
+  IF NOT FOUND OR EXISTS (SELECT 1 FROM audit_log l
+                           WHERE l.entity = rentity AND (rkey IS NULL OR l.entity_id = rkey)
+                             AND l.body::jsonb #>> '{{extra,approval}}' = request) THEN
+    RETURN NULL;
+  END IF;
+  RETURN a;
+END $$""",
+        f"""
+CREATE OR REPLACE FUNCTION qe_log_change(
+    op json, sha text, entity text, ekey text, bid integer, v integer, payload text,
+    origin text) RETURNS bigint
+LANGUAGE plpgsql {internal} AS $$
+DECLARE s bigint;
+BEGIN
+  INSERT INTO change_log (op_id, payload_sha, entity, entity_key, book_id, version, payload,
+                          origin, username, client_ts, committed_at)
+  VALUES (op->>'op_id', sha, entity, ekey, bid, v, payload, origin, session_user,
+          (op->>'client_ts')::timestamp, clock_timestamp() AT TIME ZONE 'UTC')
+  RETURNING seq INTO s;
+  RETURN s;
+END $$""",
+        f"""
 CREATE OR REPLACE FUNCTION qe_apply_trade(
     op json, origin text, r text, wbooks integer[], prev text) RETURNS json
 LANGUAGE plpgsql {internal} AS $$
@@ -186,23 +242,16 @@ DECLARE
   old_net numeric; new_net numeric; signed numeric;
   s bigint;
   aud json;
-  appr record;
+  appr approval_request%ROWTYPE;
   approved boolean;
 BEGIN
   p := ptext::jsonb;
   v := (p->>'version')::integer;
-  IF p->>'updated_by' IS DISTINCT FROM session_user::text THEN
-    RAISE EXCEPTION 'a change written by % cannot be pushed by %', p->>'updated_by',
-      session_user USING ERRCODE = '42501';
-  END IF;
-  SELECT (SELECT id FROM book WHERE name = p->>'book'),
-         (SELECT id FROM counterparty WHERE lei = p->>'counterparty_lei'),
+  PERFORM qe_check_author(p);
+  bid := qe_book_id(p->>'book');
+  SELECT (SELECT id FROM counterparty WHERE lei = p->>'counterparty_lei'),
          (SELECT id FROM product WHERE code = p->>'product')
-    INTO bid, cid, pid;
-  IF bid IS NULL THEN
-    RAISE EXCEPTION 'book "%" does not exist in the desk database', p->>'book'
-      USING ERRCODE = '23503';
-  END IF;
+    INTO cid, pid;
   IF cid IS NULL THEN
     RAISE EXCEPTION 'counterparty with LEI % does not exist in the desk database',
       p->>'counterparty_lei' USING ERRCODE = '23503';
@@ -239,20 +288,14 @@ BEGIN
   -- a four-eyes approved amendment / cancellation: executed by its approver or requester
   approved := false;
   IF op->>'approval' IS NOT NULL AND found_cur AND act IN ('amend', 'cancel') THEN
-    SELECT * INTO appr FROM approval_request a
-     WHERE a.request_uuid = op->>'approval' AND a.state IN ('approved', 'applied')
-       AND a.entity_key = p->>'trade_uuid'
-       AND a.kind = CASE act WHEN 'amend' THEN 'trade_amend' ELSE 'trade_cancel' END
-       AND a.decided_by IS NOT NULL AND a.decided_by IS DISTINCT FROM a.requested_by
-       AND session_user::text IN (a.decided_by, a.requested_by);
-    approved := FOUND
-      -- the requester may write this book, and the approval is used once
+    appr := qe_usable_approval(op->>'approval',
+                               CASE act WHEN 'amend' THEN 'trade_amend' ELSE 'trade_cancel' END,
+                               'trade', p->>'trade_uuid');
+    approved := appr.id IS NOT NULL
+      -- and the requester may write this book
       AND EXISTS (SELECT 1 FROM book_access ba JOIN app_user u ON u.username = ba.username
                    WHERE ba.username = appr.requested_by AND ba.book_id = bid
-                     AND u.role = 'TRADER' AND u.active)
-      AND NOT EXISTS (SELECT 1 FROM audit_log l
-                       WHERE l.entity = 'trade' AND l.entity_id = p->>'trade_uuid'
-                         AND l.body::jsonb #>> '{{extra,approval}}' = op->>'approval');
+                     AND u.role = 'TRADER' AND u.active);
     IF NOT approved THEN
       RAISE EXCEPTION 'approval % is not an approved, unused four-eyes request for this change',
         left(op->>'approval', 8) USING ERRCODE = '42501';
@@ -327,11 +370,7 @@ BEGIN
       p->>'status', p->>'option_type', (p->>'strike')::bigint, (p->>'expiry_date')::date,
       p->>'exercise_style', (p->>'premium')::bigint, p->>'comment', p->>'created_by',
       (p->>'created_at')::timestamp, p->>'updated_by', (p->>'updated_at')::timestamp);
-  INSERT INTO change_log (op_id, payload_sha, entity, entity_key, book_id, version, payload,
-                          origin, username, client_ts, committed_at)
-  VALUES (oid, sha, 'trade', p->>'trade_uuid', bid, v, ptext, origin, session_user,
-          (op->>'client_ts')::timestamp, clock_timestamp() AT TIME ZONE 'UTC')
-  RETURNING seq INTO s;
+  s := qe_log_change(op, sha, 'trade', p->>'trade_uuid', bid, v, ptext, origin);
   aud := qe_audit_append('trade', p->>'trade_uuid', act, origin, before, p,
                          jsonb_build_object('op_id', oid, 'seq', s,
                                             'client_ts', op->>'client_ts',
@@ -358,11 +397,7 @@ DECLARE
   trade_kind boolean;
 BEGIN
   p := ptext::jsonb;
-  SELECT id INTO bid FROM book WHERE name = p->>'book';
-  IF bid IS NULL THEN
-    RAISE EXCEPTION 'book "%" does not exist in the desk database', p->>'book'
-      USING ERRCODE = '23503';
-  END IF;
+  bid := qe_book_id(p->>'book');
   trade_kind := p->>'kind' IN ('trade_amend', 'trade_cancel');
   IF NOT trade_kind AND p->>'kind' <> 'limit_change' THEN
     RAISE EXCEPTION 'unknown kind of request %', p->>'kind' USING ERRCODE = '22023';
@@ -409,14 +444,9 @@ BEGIN
     RAISE EXCEPTION 'request % is %: % cannot make it %', left(cur.request_uuid, 8),
       cur.state, session_user, p->>'state' USING ERRCODE = '42501';
   END IF;
-  INSERT INTO change_log (op_id, payload_sha, entity, entity_key, book_id, version, payload,
-                          origin, username, client_ts, committed_at)
-  VALUES (oid, sha, 'approval', p->>'request_uuid', bid, (op->>'version')::integer,
-          (SELECT qe_approval_payload(a) FROM approval_request a
-            WHERE a.request_uuid = p->>'request_uuid')::text,
-          origin, session_user, (op->>'client_ts')::timestamp,
-          clock_timestamp() AT TIME ZONE 'UTC')
-  RETURNING seq INTO s;
+  s := qe_log_change(op, sha, 'approval', p->>'request_uuid', bid, (op->>'version')::integer,
+                     (SELECT qe_approval_payload(a) FROM approval_request a
+                       WHERE a.request_uuid = p->>'request_uuid')::text, origin);
   aud := qe_audit_append('approval', p->>'request_uuid', p->>'state', origin, NULL, p,
                          jsonb_build_object('op_id', oid, 'seq', s), prev);
   RETURN json_build_object('op_id', oid, 'status', 'applied', 'seq', s,
@@ -446,7 +476,7 @@ DECLARE
   found_cur boolean;
   v integer;
   bid integer;
-  appr record;
+  appr approval_request%ROWTYPE;
   s bigint;
   aud json;
 BEGIN
@@ -455,23 +485,11 @@ BEGIN
   IF r <> 'RISK_MANAGER' THEN
     RAISE EXCEPTION 'role % may not set limits', lower(r) USING ERRCODE = '42501';
   END IF;
-  IF p->>'updated_by' IS DISTINCT FROM session_user::text THEN
-    RAISE EXCEPTION 'a change written by % cannot be pushed by %', p->>'updated_by',
-      session_user USING ERRCODE = '42501';
-  END IF;
-  SELECT id INTO bid FROM book WHERE name = p->>'book';
-  IF bid IS NULL THEN
-    RAISE EXCEPTION 'book "%" does not exist in the desk database', p->>'book'
-      USING ERRCODE = '23503';
-  END IF;
+  PERFORM qe_check_author(p);
+  bid := qe_book_id(p->>'book');
   -- four-eyes: every limit change carries an approval decided by a second user, used once
-  SELECT * INTO appr FROM approval_request a
-   WHERE a.request_uuid = p->>'approval' AND a.kind = 'limit_change'
-     AND a.state IN ('approved', 'applied') AND a.decided_by IS NOT NULL
-     AND a.decided_by IS DISTINCT FROM a.requested_by
-     AND session_user::text IN (a.decided_by, a.requested_by);
-  IF NOT FOUND OR EXISTS (SELECT 1 FROM audit_log l WHERE l.entity = 'limit'
-                            AND l.body::jsonb #>> '{{extra,approval}}' = p->>'approval') THEN
+  appr := qe_usable_approval(p->>'approval', 'limit_change', 'limit', NULL);
+  IF appr.id IS NULL THEN
     RAISE EXCEPTION 'a limit change needs an approved, unused four-eyes request'
       USING ERRCODE = '42501';
   END IF;
@@ -500,11 +518,7 @@ BEGIN
         (p->>'updated_at')::timestamp, v);
   END IF;
   UPDATE approval_request SET state = 'applied' WHERE id = appr.id AND state = 'approved';
-  INSERT INTO change_log (op_id, payload_sha, entity, entity_key, book_id, version, payload,
-                          origin, username, client_ts, committed_at)
-  VALUES (oid, sha, 'limit', p->>'limit_uuid', bid, v, ptext, origin, session_user,
-          (op->>'client_ts')::timestamp, clock_timestamp() AT TIME ZONE 'UTC')
-  RETURNING seq INTO s;
+  s := qe_log_change(op, sha, 'limit', p->>'limit_uuid', bid, v, ptext, origin);
   aud := qe_audit_append('limit', p->>'limit_uuid', CASE WHEN found_cur THEN 'update'
                          ELSE 'create' END, origin, NULL, p,
                          jsonb_build_object('op_id', oid, 'seq', s,
@@ -746,7 +760,9 @@ def _security_sql() -> list[str]:
         "qe_apply_trade(json, text, text, integer[], text)", "qe_apply(json, text)", "qe_whoami()",
         "qe_apply_approval(json, text, text, integer[], text)", "qe_approval_payload(approval_request)",
         "qe_apply_limit(json, text, text, integer[], text)",
-        "qe_apply_one(json, text, text, integer[], text)",
+        "qe_apply_one(json, text, text, integer[], text)", "qe_book_id(text)",
+        "qe_check_author(jsonb)", "qe_usable_approval(text, text, text, text)",
+        "qe_log_change(json, text, text, text, integer, integer, text, text)",
         "qe_admin_create_user(text, text, text, text, text[])",
         "qe_admin_deactivate_user(text)", "qe_admin_upsert_book(text, text)",
         "qe_admin_upsert_counterparty(text, text, text, boolean)", "qe_audit_immutable()",
@@ -792,6 +808,10 @@ def uninstall_statements() -> list[str]:
         "DROP FUNCTION IF EXISTS qe_apply_trade(json, text, text, integer[], text)",
         "DROP FUNCTION IF EXISTS qe_apply_approval(json, text, text, integer[], text)",
         "DROP FUNCTION IF EXISTS qe_apply_one(json, text, text, integer[], text)",
+        "DROP FUNCTION IF EXISTS qe_log_change(json, text, text, text, integer, integer, text, text)",
+        "DROP FUNCTION IF EXISTS qe_usable_approval(text, text, text, text)",
+        "DROP FUNCTION IF EXISTS qe_check_author(jsonb)",
+        "DROP FUNCTION IF EXISTS qe_book_id(text)",
         "DROP FUNCTION IF EXISTS qe_apply_limit(json, text, text, integer[], text)",
         "DROP FUNCTION IF EXISTS qe_approval_payload(approval_request)",
         "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
