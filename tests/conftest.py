@@ -161,31 +161,29 @@ class _PgServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[_PgServer]:
-    """A throw-away PostgreSQL cluster; fails the run under CI=true when it cannot start."""
+def _throwaway_server(tcp: bool = False) -> Iterator[_PgServer]:
+    """Start a cluster for a session fixture; fails the run under CI=true when it cannot."""
     try:
-        server = _PgServer()
+        server = _PgServer(tcp=tcp)
     except Exception as exc:
         if IN_CI:
             pytest.fail(f"cannot start the throw-away PostgreSQL: {exc}")
         pytest.skip(f"cannot start the throw-away PostgreSQL: {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[_PgServer]:
+    """A throw-away PostgreSQL cluster; fails the run under CI=true when it cannot start."""
+    yield from _throwaway_server()
 
 
 @pytest.fixture(scope="session")
 def desk_server() -> Iterator[_PgServer]:
     """A throw-away cluster for the desk database: TCP on 127.0.0.1 with SCRAM passwords
     (see tests/desk.py for the central database helpers built on it)."""
-    try:
-        server = _PgServer(tcp=True)
-    except Exception as exc:
-        if IN_CI:
-            pytest.fail(f"cannot start the throw-away PostgreSQL: {exc}")
-        pytest.skip(f"cannot start the throw-away PostgreSQL: {exc}")
-    yield server
-    server.stop()
+    yield from _throwaway_server(tcp=True)
 
 
 _db_counter = iter(range(1, 10_000))
