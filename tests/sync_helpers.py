@@ -33,7 +33,6 @@ class Workstation:
         self.dsn = desk.dsn(user, port=port)
         self.engine = SyncEngine(self.store, self.bus, self.connect, username=user,
                                  listen=listen, **engine_kw)  # fmt: skip
-        self.engine.pull_refdata_now = lambda: None
         conn = self.connect()
         try:
             self.engine.pull_refdata(conn)

@@ -1,8 +1,9 @@
 """Who may do what: actions, the signed-in principal and the permission matrix.
 
 The matrix mirrors the central database's own checks (``app/models/migrations/central.py``:
-``qe_can_read_book``, ``qe_can_write_book`` and the role tests in ``qe_apply_trade``), so the
-workstation refuses locally exactly what the server would refuse later:
+``qe_can_read_book``, the writable books ``qe_apply`` reads per batch and the role tests in
+``qe_apply_trade``), so the workstation refuses locally exactly what the server would refuse
+later:
 
 ================  =====================================================================
 role              may

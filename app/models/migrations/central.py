@@ -104,13 +104,6 @@ LANGUAGE sql STABLE {definer} AS $$
             SELECT 1 FROM book_access a WHERE a.username = u.username AND a.book_id = b))))
 $$""",
         f"""
-CREATE OR REPLACE FUNCTION qe_can_write_book(b integer) RETURNS boolean
-LANGUAGE sql STABLE {definer} AS $$
-  SELECT EXISTS (
-    SELECT 1 FROM app_user u JOIN book_access a ON a.username = u.username
-    WHERE u.username = session_user AND u.active AND u.role = 'TRADER' AND a.book_id = b)
-$$""",
-        f"""
 CREATE OR REPLACE FUNCTION qe_is_admin() RETURNS boolean LANGUAGE sql STABLE {definer} AS $$
   SELECT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = session_user), false)
       OR coalesce(qe_role() = 'ADMIN', false)
@@ -755,7 +748,7 @@ def _security_sql() -> list[str]:
         "FOR EACH STATEMENT EXECUTE FUNCTION qe_audit_immutable()",
     ]
     functions = [
-        "qe_role()", "qe_can_read_book(integer)", "qe_can_write_book(integer)", "qe_is_admin()",
+        "qe_role()", "qe_can_read_book(integer)", "qe_is_admin()",
         "qe_trade_payload(trade)", "qe_audit_append(text, text, text, text, jsonb, jsonb, jsonb, text)",
         "qe_apply_trade(json, text, text, integer[], text)", "qe_apply(json, text)", "qe_whoami()",
         "qe_apply_approval(json, text, text, integer[], text)", "qe_approval_payload(approval_request)",
@@ -820,7 +813,6 @@ def uninstall_statements() -> list[str]:
         "DROP FUNCTION IF EXISTS qe_audit_append(text, text, text, text, jsonb, jsonb, jsonb, text)",
         "DROP FUNCTION IF EXISTS qe_trade_payload(trade)",
         "DROP FUNCTION IF EXISTS qe_is_admin()",
-        "DROP FUNCTION IF EXISTS qe_can_write_book(integer)",
         "DROP FUNCTION IF EXISTS qe_can_read_book(integer)",
         "DROP FUNCTION IF EXISTS qe_role()",
     ]
