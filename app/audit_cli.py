@@ -16,20 +16,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
+
+from app.cli_parser import OneLineParser
 
 EXIT_OK, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="quantaenergi audit",
+    p = OneLineParser(prog="quantaenergi audit",
                 description="Verify or export the tamper-evident audit trail.")  # fmt: skip
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     v = sub.add_parser("verify", help="verify the hash chain (local store, or --central)",
                        epilog="Exit codes: 0 chain intact, 1 chain broken, 2 bad input or the "
                               "database could not be read.")  # fmt: skip

@@ -24,9 +24,9 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from app import __version__
+from app.cli_parser import OneLineParser
 from app.settings import FeedOptions
 
 NO_DISPLAY = (
@@ -107,18 +107,11 @@ def feed_main(argv: list[str]) -> int:
     return 2
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr (exit code 2), for scripts that read stderr."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_risk_parser() -> argparse.ArgumentParser:
     from app.reports.headless import METHOD_ALIASES
 
     aliases = ", ".join(f"{k} = {v}" for k, v in METHOD_ALIASES.items())
-    p = _OneLineParser(
+    p = OneLineParser(
         prog="quantaenergi risk report",
         description="Write the VaR/ES report of the local store as HTML, Excel or PDF (by the "
         "extension of --out), without a window or a live feed: positions are marked to the last "

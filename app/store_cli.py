@@ -12,21 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
+
+from app.cli_parser import OneLineParser
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr (exit code 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_backup_parser() -> argparse.ArgumentParser:
     """The ``quantaenergi backup`` argument parser."""
-    p = _Parser(
+    p = OneLineParser(
         prog="quantaenergi backup",
         description="Copy the local store to OUT with SQLite's online backup API. Safe while the "
         "workstation is running; the copy is checked with PRAGMA integrity_check.",

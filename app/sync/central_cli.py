@@ -20,8 +20,9 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
+from app.cli_parser import OneLineParser
 from app.settings import Settings
 from app.sync.connection import (
     CentralConfig,
@@ -40,23 +41,16 @@ from app.sync.connection import (
 ROLES = ("trader", "risk-manager", "back-office", "compliance", "admin")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr (exit code 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``quantaenergi central`` argument parser."""
-    p = _OneLineParser(
+    p = OneLineParser(
         prog="quantaenergi central",
         description="Set up the central desk database (PostgreSQL) and connect this workstation.",
         epilog="URL: postgresql://user@host[:port]/database (no password: passwords come from the "
         "OS keyring or a prompt). Exit codes: 0 done, 1 the database or keyring failed, "
         "2 bad input.",
     )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     init = sub.add_parser("init", help="create/upgrade the desk database (as DBA/superuser)")
     init.add_argument("url", metavar="URL")
     sp = sub.add_parser("set-password", help="store URL's user password in the OS keyring")
@@ -67,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("test", help="connect to URL as the workstation would")
     t.add_argument("url", metavar="URL")
     user = sub.add_parser("user", help="manage workstation users (admin)")
-    usub = user.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
+    usub = user.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     ua = usub.add_parser("add", help="create or update a user (password prompted)")
     ua.add_argument("name", metavar="NAME")
     ua.add_argument("--role", required=True, type=str.lower, choices=ROLES)
@@ -75,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a book the trader may write (repeat for several)")  # fmt: skip
     ua.add_argument("--display", metavar="TEXT", default="", help="display name")
     book = sub.add_parser("book", help="manage books (admin)")
-    bsub = book.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
+    bsub = book.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     ba = bsub.add_parser("add", help="create a book (or update its description)")
     ba.add_argument("name", metavar="NAME")
     ba.add_argument("--description", metavar="TEXT", default="")
